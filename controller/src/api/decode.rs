@@ -1,0 +1,270 @@
+//! Turning untyped objects (parsed from YAML or JSON) into typed API objects, with errors that
+//! name the field path and say how to fix it, including fields indented at the wrong level.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::aws::AWSNodeTemplate;
+use super::labels;
+use super::provisioner::Provisioner;
+use super::validation::FieldError;
+use super::{NODE_TEMPLATE_API_VERSION, PROVISIONER_API_VERSION};
+
+/// The object could not be decoded; every error names a field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct DecodeError(pub Vec<FieldError>);
+
+const TOP_LEVEL: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+const METADATA_FIELDS: &[&str] = &[
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "generateName",
+    "uid",
+    "resourceVersion",
+    "finalizers",
+    "ownerReferences",
+];
+const PROVISIONER_SPEC_FIELDS: &[&str] = &[
+    "annotations",
+    "labels",
+    "taints",
+    "startupTaints",
+    "requirements",
+    "kubeletConfiguration",
+    "provider",
+    "providerRef",
+    "ttlSecondsAfterEmpty",
+    "ttlSecondsUntilExpired",
+    "limits",
+    "weight",
+    "consolidation",
+];
+
+/// Decodes a `karpenter.sh/v1alpha5` Provisioner.
+pub fn decode_provisioner(v: &Value) -> Result<Provisioner, DecodeError> {
+    decode(v, PROVISIONER_API_VERSION, "Provisioner", PROVISIONER_SPEC_FIELDS)
+}
+
+/// Decodes a `karpenter.k8s.aws/v1alpha1` AWSNodeTemplate.
+pub fn decode_node_template(v: &Value) -> Result<AWSNodeTemplate, DecodeError> {
+    decode(v, NODE_TEMPLATE_API_VERSION, "AWSNodeTemplate", &[])
+}
+
+fn decode<T: DeserializeOwned>(
+    v: &Value,
+    api_version: &str,
+    kind: &str,
+    spec_fields: &[&str],
+) -> Result<T, DecodeError> {
+    let Some(obj) = v.as_object() else {
+        return Err(DecodeError(vec![FieldError::new(
+            "(root)",
+            format!("expected a {kind} object, found {}", type_name(v)),
+        )]));
+    };
+    let mut errors = Vec::new();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(a) if a == api_version => {}
+        other => errors.push(
+            FieldError::new("apiVersion", format!("must be {api_version}"))
+                .value(other.unwrap_or(""))
+                .fix(format!("set apiVersion: {api_version}")),
+        ),
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if k == kind => {}
+        other => errors.push(
+            FieldError::new("kind", format!("must be {kind}"))
+                .value(other.unwrap_or(""))
+                .fix(format!("set kind: {kind}")),
+        ),
+    }
+    let mut clean = Map::new();
+    for (key, value) in obj {
+        if TOP_LEVEL.contains(&key.as_str()) {
+            clean.insert(key.clone(), value.clone());
+            continue;
+        }
+        errors.push(misplaced_top_level(key, obj, spec_fields));
+    }
+    if matches!(clean.get("metadata"), None | Some(Value::Null)) {
+        let hint = if obj.keys().any(|k| METADATA_FIELDS.contains(&k.as_str())) {
+            "indent name: (and the other metadata fields) by two spaces under metadata:"
+        } else {
+            "add metadata: with a name, e.g. `metadata: {name: default}`"
+        };
+        errors.push(FieldError::new("metadata", "is empty or missing").fix(hint));
+        clean.insert("metadata".into(), Value::Object(Map::new()));
+    }
+    if matches!(clean.get("spec"), None | Some(Value::Null)) {
+        clean.insert("spec".into(), Value::Object(Map::new()));
+    }
+    let clean = Value::Object(clean);
+    match serde_path_to_error::deserialize::<_, T>(&clean) {
+        Ok(t) if errors.is_empty() => Ok(t),
+        Ok(_) => Err(DecodeError(errors)),
+        Err(e) => {
+            errors.push(shape_error(&e.path().to_string(), e.inner().to_string()));
+            Err(DecodeError(errors))
+        }
+    }
+}
+
+fn misplaced_top_level(key: &str, obj: &Map<String, Value>, spec_fields: &[&str]) -> FieldError {
+    let err = FieldError::new(key, "is not a top-level field").value(key);
+    if METADATA_FIELDS.contains(&key) {
+        return err.fix(format!(
+            "{key}: belongs under metadata:; indent it by two spaces below `metadata:`"
+        ));
+    }
+    if spec_fields.contains(&key) {
+        return err.fix(format!("{key}: belongs under spec:; indent it below `spec:`"));
+    }
+    let candidates = TOP_LEVEL.iter().copied().chain(obj.keys().map(|_| ""));
+    match labels::closest(key.trim(), candidates.filter(|c| !c.is_empty())) {
+        Some(c) => err.fix(format!("did you mean {c:?}?")),
+        None if key.trim() != key => err.fix(format!("remove the whitespace in {key:?}")),
+        None => err.fix(format!("remove it; allowed: {}", TOP_LEVEL.join(", "))),
+    }
+}
+
+fn shape_error(path: &str, inner: String) -> FieldError {
+    let path = if path.is_empty() || path == "." {
+        "(root)".to_string()
+    } else {
+        path.to_string()
+    };
+    // serde: "unknown field `ttlSecondAfterEmpty`, expected one of `a`, `b`"
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let allowed: Vec<&str> = expected
+                .split('`')
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1)
+                .map(|(_, s)| s)
+                .collect();
+            let field_path = format!("{path}.{field}");
+            let fix = if field.trim() != field && allowed.contains(&field.trim()) {
+                format!("remove the whitespace: {:?}", field.trim())
+            } else if let Some(c) = labels::closest(field, allowed.iter().copied()) {
+                format!("did you mean {c:?}?")
+            } else if allowed.is_empty() {
+                "remove it".to_string()
+            } else {
+                format!(
+                    "remove it, or check its indentation; fields here: {}",
+                    allowed.join(", ")
+                )
+            };
+            return FieldError::new(field_path, "is not a known field")
+                .value(field)
+                .fix(fix);
+        }
+    }
+    if let Some(rest) = inner.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        let field_path = if path == "(root)" {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return FieldError::new(field_path, "is required").fix(format!("add {field}:"));
+    }
+    FieldError::new(path, inner).fix("check the field's type against the Provisioner reference")
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "an empty document",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_a_valid_provisioner() {
+        let p = decode_provisioner(&json!({
+            "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+            "metadata": {"name": "default"},
+            "spec": {"requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}],
+                     "limits": {"resources": {"cpu": 1000}}, "ttlSecondsAfterEmpty": 30,
+                     "provider": {"instanceProfile": "x"}}
+        }));
+        let p = p.map_err(|e| e.to_string());
+        assert!(p.is_ok(), "{p:?}");
+        let p = p.unwrap_or_else(|_| unreachable!());
+        assert_eq!(p.metadata.name.as_deref(), Some("default"));
+        assert_eq!(p.spec.limits.map(|l| l.resources["cpu"].milli()), Some(Ok(1_000_000)));
+    }
+
+    #[test]
+    fn name_outside_metadata_is_explained() {
+        let e = decode_provisioner(&json!({
+            "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+            "metadata": null, "name": "default", "spec": {}
+        }))
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].field, "name");
+        assert!(e[0].fix.as_deref().unwrap_or("").contains("under metadata"));
+        assert_eq!(e[1].field, "metadata");
+    }
+
+    #[test]
+    fn unknown_nested_field_gets_a_suggestion() {
+        let e = decode_provisioner(&json!({
+            "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+            "metadata": {"name": "a"},
+            "spec": {"requirements": [{"key": "k", "operator": "In", "valuse": ["x"]}]}
+        }))
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "spec.requirements[0].valuse");
+        assert_eq!(e[0].fix.as_deref(), Some("did you mean \"values\"?"));
+    }
+
+    #[test]
+    fn wrong_kind_and_type_errors() {
+        let e = decode_provisioner(&json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"ttlSecondsAfterEmpty": "thirty"}
+        }))
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+        let fields: Vec<_> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["apiVersion", "kind", "spec.ttlSecondsAfterEmpty"]);
+        assert!(decode_provisioner(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn decodes_node_templates() {
+        let t = decode_node_template(&json!({
+            "apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
+            "metadata": {"name": "default"},
+            "spec": {"subnetSelector": {"karpenter.sh/discovery": "demo"}, "userData": "echo hi"}
+        }));
+        assert!(t.is_ok(), "{t:?}");
+        let e = decode_node_template(&json!({
+            "apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
+            "metadata": {"name": "default"}, "spec": {"subnetSelectr": {}}
+        }));
+        let e = e.err().map(|e| e.0).unwrap_or_default();
+        assert_eq!(e[0].fix.as_deref(), Some("did you mean \"subnetSelector\"?"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Cloud providers and the instance-type catalog.
+
+pub mod catalog;

@@ -1,0 +1,15 @@
+#![forbid(unsafe_code)]
+//! Karpenter-style node autoscaling for Kubernetes on AWS.
+//!
+//! ```text
+//!  Provisioner ──(defaulting, validation: api)──┐
+//!                                               v
+//!  pending Pods ──> scheduling (packing) ──> Decision ──> cloud (EC2 instance) ──> Node <── Pod
+//! ```
+//!
+//! - [`api`]: the Provisioner and AWSNodeTemplate types with their defaulting and validation,
+//!   shared by the webhook and the kubectl plugin.
+//! - [`cloud`]: cloud providers and the built-in AWS instance-type catalog.
+
+pub mod api;
+pub mod cloud;
