@@ -60,7 +60,11 @@ pub struct MetadataOptions {
     #[schemars(extend("enum" = ["enabled", "disabled"]))]
     pub http_endpoint: Option<String>,
     /// `enabled` or `disabled`.
-    #[serde(default, rename = "httpProtocolIPv6", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "httpProtocolIPv6",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(extend("enum" = ["enabled", "disabled"]))]
     pub http_protocol_ipv6: Option<String>,
     /// Hop limit for PUT responses, 1 to 64.
@@ -102,7 +106,11 @@ pub struct BlockDevice {
     #[serde(default, rename = "kmsKeyID", skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
     /// Snapshot to create the volume from.
-    #[serde(default, rename = "snapshotID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "snapshotID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub snapshot_id: Option<String>,
     /// Throughput in MiB/s (gp3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,7 +125,9 @@ pub struct BlockDevice {
 }
 
 /// The desired state of an AWSNodeTemplate.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "karpenter.k8s.aws",
     version = "v1alpha1",

@@ -45,7 +45,12 @@ const PROVISIONER_SPEC_FIELDS: &[&str] = &[
 
 /// Decodes a `karpenter.sh/v1alpha5` Provisioner.
 pub fn decode_provisioner(v: &Value) -> Result<Provisioner, DecodeError> {
-    decode(v, PROVISIONER_API_VERSION, "Provisioner", PROVISIONER_SPEC_FIELDS)
+    decode(
+        v,
+        PROVISIONER_API_VERSION,
+        "Provisioner",
+        PROVISIONER_SPEC_FIELDS,
+    )
 }
 
 /// Decodes a `karpenter.k8s.aws/v1alpha1` AWSNodeTemplate.
@@ -121,7 +126,9 @@ fn misplaced_top_level(key: &str, obj: &Map<String, Value>, spec_fields: &[&str]
         ));
     }
     if spec_fields.contains(&key) {
-        return err.fix(format!("{key}: belongs under spec:; indent it below `spec:`"));
+        return err.fix(format!(
+            "{key}: belongs under spec:; indent it below `spec:`"
+        ));
     }
     let candidates = TOP_LEVEL.iter().copied().chain(obj.keys().map(|_| ""));
     match labels::closest(key.trim(), candidates.filter(|c| !c.is_empty())) {
@@ -146,7 +153,11 @@ fn shape_error(path: &str, inner: String) -> FieldError {
                 .filter(|(i, _)| i % 2 == 1)
                 .map(|(_, s)| s)
                 .collect();
-            let field_path = format!("{path}.{field}");
+            let field_path = if path.ends_with(field) {
+                path.clone()
+            } else {
+                format!("{path}.{field}")
+            };
             let fix = if field.trim() != field && allowed.contains(&field.trim()) {
                 format!("remove the whitespace: {:?}", field.trim())
             } else if let Some(c) = labels::closest(field, allowed.iter().copied()) {
@@ -205,7 +216,10 @@ mod tests {
         assert!(p.is_ok(), "{p:?}");
         let p = p.unwrap_or_else(|_| unreachable!());
         assert_eq!(p.metadata.name.as_deref(), Some("default"));
-        assert_eq!(p.spec.limits.map(|l| l.resources["cpu"].milli()), Some(Ok(1_000_000)));
+        assert_eq!(
+            p.spec.limits.map(|l| l.resources["cpu"].milli()),
+            Some(Ok(1_000_000))
+        );
     }
 
     #[test]
@@ -265,6 +279,9 @@ mod tests {
             "metadata": {"name": "default"}, "spec": {"subnetSelectr": {}}
         }));
         let e = e.err().map(|e| e.0).unwrap_or_default();
-        assert_eq!(e[0].fix.as_deref(), Some("did you mean \"subnetSelector\"?"));
+        assert_eq!(
+            e[0].fix.as_deref(),
+            Some("did you mean \"subnetSelector\"?")
+        );
     }
 }

@@ -70,7 +70,12 @@ pub fn default_provisioner(spec: &mut ProvisionerSpec) -> Vec<Defaulted> {
     }
     let mut changes = Vec::with_capacity(wanted.len());
     for (req, why) in wanted {
-        let reason = format!("{} {} [{}]: {why}", req.key, req.operator, req.values.join(", "));
+        let reason = format!(
+            "{} {} [{}]: {why}",
+            req.key,
+            req.operator,
+            req.values.join(", ")
+        );
         let value = serde_json::to_value(&req).unwrap_or(Value::Null);
         if spec.requirements.is_empty() {
             changes.push(Defaulted {
@@ -124,7 +129,9 @@ mod tests {
         );
         assert_eq!(changes.len(), 5);
         assert_eq!(changes[0].path, "/spec/requirements");
-        assert!(changes[1..].iter().all(|c| c.path == "/spec/requirements/-"));
+        assert!(changes[1..]
+            .iter()
+            .all(|c| c.path == "/spec/requirements/-"));
         assert_eq!(spec.requirements[0].values, ["on-demand"]);
         assert_eq!(spec.requirements[4].operator, "Gt");
     }

@@ -97,12 +97,19 @@ pub const WELL_KNOWN_LABELS: &[&str] = &[
 pub const RESTRICTED_LABELS: &[&str] = &[HOSTNAME, PROVISIONER_NAME];
 
 /// Domains reserved for Kubernetes and Karpenter; only well-known labels may use them.
-pub const RESTRICTED_LABEL_DOMAINS: &[&str] =
-    &["kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws"];
+pub const RESTRICTED_LABEL_DOMAINS: &[&str] = &[
+    "kubernetes.io",
+    "k8s.io",
+    "karpenter.sh",
+    "karpenter.k8s.aws",
+];
 
 /// Sub-domains of the restricted domains that users may still use freely.
-pub const LABEL_DOMAIN_EXCEPTIONS: &[&str] =
-    &["kops.k8s.io", "node.kubernetes.io", "node-restriction.kubernetes.io"];
+pub const LABEL_DOMAIN_EXCEPTIONS: &[&str] = &[
+    "kops.k8s.io",
+    "node.kubernetes.io",
+    "node-restriction.kubernetes.io",
+];
 
 /// Legacy (beta) label keys and the keys they mean today.
 pub const NORMALIZED_LABELS: &[(&str, &str)] = &[
@@ -175,7 +182,10 @@ pub fn check_qualified_name(key: &str) -> Result<(), String> {
         return Err("name part after '/' must not be empty".into());
     }
     if name.len() > 63 {
-        return Err(format!("name part must be at most 63 characters (has {})", name.len()));
+        return Err(format!(
+            "name part must be at most 63 characters (has {})",
+            name.len()
+        ));
     }
     check_name_chars(name)
 }
@@ -187,7 +197,10 @@ pub fn check_label_value(value: &str) -> Result<(), String> {
         return Ok(());
     }
     if value.len() > 63 {
-        return Err(format!("must be at most 63 characters (has {})", value.len()));
+        return Err(format!(
+            "must be at most 63 characters (has {})",
+            value.len()
+        ));
     }
     check_name_chars(value)
 }
@@ -230,27 +243,38 @@ fn check_dns_subdomain(s: &str) -> Result<(), String> {
             && !part.starts_with('-')
             && !part.ends_with('-');
         if !ok {
-            return Err(
-                "must be a DNS subdomain: lower-case letters, digits, '-' and '.'".into(),
-            );
+            return Err("must be a DNS subdomain: lower-case letters, digits, '-' and '.'".into());
         }
     }
     Ok(())
 }
 
-/// Edit distance between two short strings (for "did you mean").
+/// Edit distance between two short strings, counting a swap of neighbours as one edit
+/// (optimal string alignment), for "did you mean".
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 /// The closest candidate to `input` within a small edit distance, if any.
@@ -269,7 +293,10 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
 pub fn suggest_key(key: &str) -> Option<String> {
     let trimmed = key.trim();
     if trimmed != key {
-        let what = match (key.starts_with(char::is_whitespace), key.ends_with(char::is_whitespace)) {
+        let what = match (
+            key.starts_with(char::is_whitespace),
+            key.ends_with(char::is_whitespace),
+        ) {
             (true, true) => "leading and trailing whitespace",
             (true, false) => "a leading space",
             _ => "a trailing space",
@@ -290,7 +317,12 @@ mod tests {
 
     #[test]
     fn qualified_names() {
-        for ok in ["app", "example.com/app", "a.b-c/x_y.z", "karpenter.sh/capacity-type"] {
+        for ok in [
+            "app",
+            "example.com/app",
+            "a.b-c/x_y.z",
+            "karpenter.sh/capacity-type",
+        ] {
             assert_eq!(check_qualified_name(ok), Ok(()), "{ok}");
         }
         for bad in [
@@ -320,14 +352,26 @@ mod tests {
 
     #[test]
     fn restricted_domains_and_exceptions() {
-        assert_eq!(restricted_domain("kubernetes.io/custom"), Some("kubernetes.io"));
-        assert_eq!(restricted_domain("foo.kubernetes.io/x"), Some("kubernetes.io"));
+        assert_eq!(
+            restricted_domain("kubernetes.io/custom"),
+            Some("kubernetes.io")
+        );
+        assert_eq!(
+            restricted_domain("foo.kubernetes.io/x"),
+            Some("kubernetes.io")
+        );
         assert_eq!(restricted_domain("karpenter.sh/foo"), Some("karpenter.sh"));
-        assert_eq!(restricted_domain("karpenter.k8s.aws/foo"), Some("karpenter.k8s.aws"));
+        assert_eq!(
+            restricted_domain("karpenter.k8s.aws/foo"),
+            Some("karpenter.k8s.aws")
+        );
         assert_eq!(restricted_domain("k8s.io/x"), Some("k8s.io"));
         assert_eq!(restricted_domain(ZONE), None);
         assert_eq!(restricted_domain("node.kubernetes.io/custom"), None);
-        assert_eq!(restricted_domain("node-restriction.kubernetes.io/team"), None);
+        assert_eq!(
+            restricted_domain("node-restriction.kubernetes.io/team"),
+            None
+        );
         assert_eq!(restricted_domain("kops.k8s.io/ig"), None);
         assert_eq!(restricted_domain("example.com/team"), None);
         assert_eq!(restricted_domain("notkubernetes.io/x"), None);

@@ -23,11 +23,28 @@ pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecut
     plural = "provisioners",
     status = "ProvisionerStatus",
     category = "karpenter",
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".spec.weight", priority = "1"),
-    printcolumn(name = "TTLAfterEmpty", type_ = "integer", json_path = ".spec.ttlSecondsAfterEmpty"),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".spec.weight",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "TTLAfterEmpty",
+        type_ = "integer",
+        json_path = ".spec.ttlSecondsAfterEmpty"
+    ),
     printcolumn(name = "CPU", type_ = "string", json_path = ".status.resources.cpu"),
-    printcolumn(name = "Memory", type_ = "string", json_path = ".status.resources.memory"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Memory",
+        type_ = "string",
+        json_path = ".status.resources.memory"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProvisionerSpec {
@@ -152,7 +169,11 @@ pub struct KubeletConfiguration {
     #[schemars(range(min = 0, max = 100))]
     pub image_gc_low_threshold_percent: Option<i32>,
     /// Whether CPU limits are enforced with CFS quota.
-    #[serde(default, rename = "cpuCFSQuota", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "cpuCFSQuota",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_cfs_quota: Option<bool>,
 }
 

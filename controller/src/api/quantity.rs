@@ -189,8 +189,12 @@ pub fn format_milli(resource: &str, milli: i64) -> String {
         || resource.starts_with("hugepages-");
     if binary && milli % 1000 == 0 {
         let bytes = milli / 1000;
-        for (suffix, unit) in [("Ti", 1i64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)]
-        {
+        for (suffix, unit) in [
+            ("Ti", 1i64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
             if bytes.abs() >= unit {
                 let whole = bytes / unit;
                 let rem = bytes % unit;
@@ -248,7 +252,10 @@ mod tests {
         for s in ["", "abc", "1x", "1.2.3", "Gi", ".", "1 Gi", "1e", "--1"] {
             assert!(parse_milli(s).is_err(), "{s:?} should fail");
         }
-        assert!(matches!(parse_milli("100Ei"), Err(QuantityError::Overflow(_))));
+        assert!(matches!(
+            parse_milli("100Ei"),
+            Err(QuantityError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -162,12 +162,20 @@ pub fn validate_spec(spec: &ProvisionerSpec, r: &mut Report) {
     }
     match (&spec.provider, &spec.provider_ref) {
         (None, None) => r.err(
-            FieldError::new("spec", "needs exactly one of provider or providerRef; found neither")
-                .fix("add `providerRef: {name: <AWSNodeTemplate name>}` or an inline `provider:` block"),
+            FieldError::new(
+                "spec",
+                "needs exactly one of provider or providerRef; found neither",
+            )
+            .fix(
+                "add `providerRef: {name: <AWSNodeTemplate name>}` or an inline `provider:` block",
+            ),
         ),
         (Some(_), Some(_)) => r.err(
-            FieldError::new("spec", "needs exactly one of provider or providerRef; found both")
-                .fix("keep providerRef and move the provider settings into the AWSNodeTemplate"),
+            FieldError::new(
+                "spec",
+                "needs exactly one of provider or providerRef; found both",
+            )
+            .fix("keep providerRef and move the provider settings into the AWSNodeTemplate"),
         ),
         (Some(p), None) => {
             validate_aws_provider(p, "spec.provider", r);
@@ -225,8 +233,9 @@ pub fn validate_node_template(t: &AWSNodeTemplate) -> Report {
     }
     if spec.ami_family.as_deref() == Some("Custom") && spec.ami_selector.is_none() {
         r.err(
-            FieldError::new("spec.amiSelector", "is required when amiFamily is Custom")
-                .fix("select the AMIs with amiSelector (tags or aws-ids), or pick another amiFamily"),
+            FieldError::new("spec.amiSelector", "is required when amiFamily is Custom").fix(
+                "select the AMIs with amiSelector (tags or aws-ids), or pick another amiFamily",
+            ),
         );
     }
     if let Some(sel) = &spec.ami_selector {
@@ -238,7 +247,10 @@ pub fn validate_node_template(t: &AWSNodeTemplate) -> Report {
 fn validate_ttls(spec: &ProvisionerSpec, r: &mut Report) {
     for (field, v) in [
         ("spec.ttlSecondsAfterEmpty", spec.ttl_seconds_after_empty),
-        ("spec.ttlSecondsUntilExpired", spec.ttl_seconds_until_expired),
+        (
+            "spec.ttlSecondsUntilExpired",
+            spec.ttl_seconds_until_expired,
+        ),
     ] {
         if let Some(v) = v.filter(|v| *v < 0) {
             r.err(
@@ -281,9 +293,12 @@ fn validate_labels(map: &BTreeMap<String, String>, r: &mut Report) {
         }
         if labels::RESTRICTED_LABELS.contains(&labels::normalize(key)) {
             r.err(
-                FieldError::new(&field, "is set by Karpenter and cannot be set by a provisioner")
-                    .value(key)
-                    .fix("remove this label"),
+                FieldError::new(
+                    &field,
+                    "is set by Karpenter and cannot be set by a provisioner",
+                )
+                .value(key)
+                .fix("remove this label"),
             );
             continue;
         }
@@ -326,7 +341,10 @@ fn validate_annotations(map: &BTreeMap<String, String>, r: &mut Report) {
 
 fn validate_taints(spec: &ProvisionerSpec, r: &mut Report) {
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
-    for (list, taints) in [("taints", &spec.taints), ("startupTaints", &spec.startup_taints)] {
+    for (list, taints) in [
+        ("taints", &spec.taints),
+        ("startupTaints", &spec.startup_taints),
+    ] {
         for (i, t) in taints.iter().enumerate() {
             let base = format!("spec.{list}[{i}]");
             validate_taint(t, &base, r);
@@ -350,20 +368,26 @@ fn validate_taints(spec: &ProvisionerSpec, r: &mut Report) {
 fn validate_taint(t: &Taint, base: &str, r: &mut Report) {
     if let Err(e) = labels::check_qualified_name(&t.key) {
         r.err(
-            FieldError::new(format!("{base}.key"), format!("is not a valid taint key: {e}"))
-                .value(&t.key)
-                .fix(
-                    labels::suggest_key(&t.key)
-                        .unwrap_or_else(|| "use a qualified name such as example.com/dedicated".into()),
-                ),
+            FieldError::new(
+                format!("{base}.key"),
+                format!("is not a valid taint key: {e}"),
+            )
+            .value(&t.key)
+            .fix(
+                labels::suggest_key(&t.key)
+                    .unwrap_or_else(|| "use a qualified name such as example.com/dedicated".into()),
+            ),
         );
     }
     if let Some(v) = &t.value {
         if let Err(e) = labels::check_label_value(v) {
             r.err(
-                FieldError::new(format!("{base}.value"), format!("is not a valid taint value: {e}"))
-                    .value(v)
-                    .fix("use at most 63 letters, digits, '-', '_' and '.'"),
+                FieldError::new(
+                    format!("{base}.value"),
+                    format!("is not a valid taint value: {e}"),
+                )
+                .value(v)
+                .fix("use at most 63 letters, digits, '-', '_' and '.'"),
             );
         }
     }
@@ -374,7 +398,10 @@ fn validate_taint(t: &Taint, base: &str, r: &mut Report) {
         r.err(
             FieldError::new(format!("{base}.effect"), "is not a taint effect")
                 .value(&t.effect)
-                .fix(format!("{suggestion}use one of {}", TAINT_EFFECTS.join(", "))),
+                .fix(format!(
+                    "{suggestion}use one of {}",
+                    TAINT_EFFECTS.join(", ")
+                )),
         );
     }
 }
@@ -398,9 +425,12 @@ fn validate_requirement(req: &Requirement, base: &str, r: &mut Report) {
             "remove it; Karpenter sets karpenter.sh/provisioner-name on every node it launches"
         };
         r.err(
-            FieldError::new(&key_field, "is restricted and cannot be used in requirements")
-                .value(&req.key)
-                .fix(fix),
+            FieldError::new(
+                &key_field,
+                "is restricted and cannot be used in requirements",
+            )
+            .value(&req.key)
+            .fix(fix),
         );
     } else if let Some(domain) = labels::restricted_domain(key) {
         r.err(restricted_error(&key_field, &req.key, domain));
@@ -456,22 +486,28 @@ fn validate_requirement(req: &Requirement, base: &str, r: &mut Report) {
         }
         _ => {}
     }
-    for (j, v) in req.values.iter().enumerate() {
+    let numeric = matches!(req.operator.as_str(), "Gt" | "Lt");
+    for (j, v) in req.values.iter().enumerate().filter(|_| !numeric) {
         if let Err(e) = labels::check_label_value(v) {
             r.err(
-                FieldError::new(format!("{values_field}[{j}]"), format!("is not a valid label value: {e}"))
-                    .value(v)
-                    .fix(if v.trim() != v {
-                        format!("remove the surrounding whitespace: {:?}", v.trim())
-                    } else {
-                        "use at most 63 letters, digits, '-', '_' and '.'".to_string()
-                    }),
+                FieldError::new(
+                    format!("{values_field}[{j}]"),
+                    format!("is not a valid label value: {e}"),
+                )
+                .value(v)
+                .fix(if v.trim() != v {
+                    format!("remove the surrounding whitespace: {:?}", v.trim())
+                } else {
+                    "use at most 63 letters, digits, '-', '_' and '.'".to_string()
+                }),
             );
         }
     }
     // Values that can never match anything Karpenter launches.
     let known: Option<&[&str]> = match key {
-        labels::CAPACITY_TYPE => Some(&[labels::CAPACITY_TYPE_ON_DEMAND, labels::CAPACITY_TYPE_SPOT]),
+        labels::CAPACITY_TYPE => {
+            Some(&[labels::CAPACITY_TYPE_ON_DEMAND, labels::CAPACITY_TYPE_SPOT])
+        }
         labels::ARCH => Some(&["amd64", "arm64"]),
         labels::OS => Some(&["linux", "windows"]),
         _ => None,
@@ -551,7 +587,10 @@ fn validate_kubelet(k: &KubeletConfiguration, base: &str, r: &mut Report) {
         Some(RESERVED_RESOURCES),
         r,
     );
-    for (name, map) in [("evictionHard", &k.eviction_hard), ("evictionSoft", &k.eviction_soft)] {
+    for (name, map) in [
+        ("evictionHard", &k.eviction_hard),
+        ("evictionSoft", &k.eviction_soft),
+    ] {
         for (signal, value) in map {
             let field = format!("{base}.{name}[{signal:?}]");
             check_signal(signal, &field, r);
@@ -570,8 +609,9 @@ fn validate_kubelet(k: &KubeletConfiguration, base: &str, r: &mut Report) {
         }
         if !k.eviction_soft.contains_key(signal) {
             r.err(
-                FieldError::new(&field, "has no matching evictionSoft threshold")
-                    .fix(format!("add evictionSoft[{signal:?}] or remove this grace period")),
+                FieldError::new(&field, "has no matching evictionSoft threshold").fix(format!(
+                    "add evictionSoft[{signal:?}] or remove this grace period"
+                )),
             );
         }
     }
@@ -587,14 +627,23 @@ fn validate_kubelet(k: &KubeletConfiguration, base: &str, r: &mut Report) {
         }
     }
     for (field, v) in [
-        ("imageGCHighThresholdPercent", k.image_gc_high_threshold_percent),
-        ("imageGCLowThresholdPercent", k.image_gc_low_threshold_percent),
+        (
+            "imageGCHighThresholdPercent",
+            k.image_gc_high_threshold_percent,
+        ),
+        (
+            "imageGCLowThresholdPercent",
+            k.image_gc_low_threshold_percent,
+        ),
     ] {
         if let Some(v) = v.filter(|v| !(0..=100).contains(v)) {
             r.err(
-                FieldError::new(format!("{base}.{field}"), "must be a percentage from 0 to 100")
-                    .value(v.to_string())
-                    .fix("use a whole number from 0 to 100"),
+                FieldError::new(
+                    format!("{base}.{field}"),
+                    "must be a percentage from 0 to 100",
+                )
+                .value(v.to_string())
+                .fix("use a whole number from 0 to 100"),
             );
         }
     }
@@ -623,7 +672,10 @@ fn check_signal(signal: &str, field: &str, r: &mut Report) {
         r.err(
             FieldError::new(field, "is not an eviction signal")
                 .value(signal)
-                .fix(format!("{suggestion}use one of {}", EVICTION_SIGNALS.join(", "))),
+                .fix(format!(
+                    "{suggestion}use one of {}",
+                    EVICTION_SIGNALS.join(", ")
+                )),
         );
     }
 }
@@ -765,7 +817,10 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
             r.err(
                 FieldError::new(format!("{base}.amiFamily"), "is not a supported AMI family")
                     .value(f)
-                    .fix(format!("{suggestion}use one of {}", AMI_FAMILIES.join(", "))),
+                    .fix(format!(
+                        "{suggestion}use one of {}",
+                        AMI_FAMILIES.join(", ")
+                    )),
             );
         }
     }
@@ -778,9 +833,12 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
             || key.starts_with("kubernetes.io/cluster/")
         {
             r.err(
-                FieldError::new(&field, "is a tag Karpenter sets and uses to find its own instances")
-                    .value(key)
-                    .fix("remove this tag; Karpenter adds it itself"),
+                FieldError::new(
+                    &field,
+                    "is a tag Karpenter sets and uses to find its own instances",
+                )
+                .value(key)
+                .fix("remove this tag; Karpenter adds it itself"),
             );
         }
     }
@@ -797,7 +855,9 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
                         format!("{base}.{name}"),
                         "cannot be combined with launchTemplate (the launch template carries it)",
                     )
-                    .fix(format!("set it in the launch template and remove {name}, or remove launchTemplate")),
+                    .fix(format!(
+                        "set it in the launch template and remove {name}, or remove launchTemplate"
+                    )),
                 );
             }
         }
@@ -805,8 +865,16 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
     if let Some(m) = &p.metadata_options {
         let b = format!("{base}.metadataOptions");
         for (name, v, allowed) in [
-            ("httpEndpoint", &m.http_endpoint, &["enabled", "disabled"][..]),
-            ("httpProtocolIPv6", &m.http_protocol_ipv6, &["enabled", "disabled"][..]),
+            (
+                "httpEndpoint",
+                &m.http_endpoint,
+                &["enabled", "disabled"][..],
+            ),
+            (
+                "httpProtocolIPv6",
+                &m.http_protocol_ipv6,
+                &["enabled", "disabled"][..],
+            ),
             ("httpTokens", &m.http_tokens, &["required", "optional"][..]),
         ] {
             if let Some(v) = v.as_deref() {
@@ -819,11 +887,17 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
                 }
             }
         }
-        if let Some(h) = m.http_put_response_hop_limit.filter(|h| !(1..=64).contains(h)) {
+        if let Some(h) = m
+            .http_put_response_hop_limit
+            .filter(|h| !(1..=64).contains(h))
+        {
             r.err(
-                FieldError::new(format!("{b}.httpPutResponseHopLimit"), "must be from 1 to 64")
-                    .value(h.to_string())
-                    .fix("use 2 for pods that reach IMDS through a container network"),
+                FieldError::new(
+                    format!("{b}.httpPutResponseHopLimit"),
+                    "must be from 1 to 64",
+                )
+                .value(h.to_string())
+                .fix("use 2 for pods that reach IMDS through a container network"),
             );
         }
     }
@@ -857,9 +931,12 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
             match parse_milli(size).map(|m| m / 1000) {
                 Ok(bytes) if (gib..=64 * 1024 * gib).contains(&bytes) => {}
                 _ => r.err(
-                    FieldError::new(format!("{b}.ebs.volumeSize"), "must be a size from 1Gi to 64Ti")
-                        .value(size)
-                        .fix("write a size such as 20Gi"),
+                    FieldError::new(
+                        format!("{b}.ebs.volumeSize"),
+                        "must be a size from 1Gi to 64Ti",
+                    )
+                    .value(size)
+                    .fix("write a size such as 20Gi"),
                 ),
             }
         }
@@ -875,8 +952,11 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
         let vt = ebs.volume_type.as_deref().unwrap_or("gp3");
         if ebs.iops.is_some() && !matches!(vt, "io1" | "io2" | "gp3") {
             r.err(
-                FieldError::new(format!("{b}.ebs.iops"), format!("cannot be set for volume type {vt}"))
-                    .fix("remove iops, or use io1, io2 or gp3"),
+                FieldError::new(
+                    format!("{b}.ebs.iops"),
+                    format!("cannot be set for volume type {vt}"),
+                )
+                .fix("remove iops, or use io1, io2 or gp3"),
             );
         }
         if ebs.throughput.is_some() && vt != "gp3" {
@@ -931,7 +1011,9 @@ fn check_object_name(name: &str) -> Result<(), String> {
     let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !ok_chars || !ok_ends {
-        return Err("lower-case letters, digits, '-' and '.', starting and ending alphanumeric".into());
+        return Err(
+            "lower-case letters, digits, '-' and '.', starting and ending alphanumeric".into(),
+        );
     }
     Ok(())
 }
@@ -975,3 +1057,7 @@ pub fn parse_duration_secs(s: &str) -> Result<f64, String> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+#[path = "validation_tests.rs"]
+mod tests;
