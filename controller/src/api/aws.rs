@@ -7,6 +7,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::quantity::Quantity;
+
 /// The AMI families Karpenter knows how to bootstrap.
 pub const AMI_FAMILIES: &[&str] = &[
     "AL2",
@@ -117,7 +119,7 @@ pub struct BlockDevice {
     pub throughput: Option<i64>,
     /// Size, a quantity such as `20Gi` (1Gi to 64Ti).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_size: Option<String>,
+    pub volume_size: Option<Quantity>,
     /// Volume type, e.g. `gp3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"]))]
@@ -133,6 +135,7 @@ pub struct BlockDevice {
     version = "v1alpha1",
     kind = "AWSNodeTemplate",
     plural = "awsnodetemplates",
+    doc = "An AWSNodeTemplate holds the AWS settings (subnets, security groups, AMI, user data) that Provisioners reference with providerRef.",
     status = "AwsNodeTemplateStatus",
     category = "karpenter"
 )]

@@ -21,6 +21,7 @@ pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecut
     version = "v1alpha5",
     kind = "Provisioner",
     plural = "provisioners",
+    doc = "A Provisioner tells Karpenter which nodes it may launch for pending pods, and when to remove them.",
     status = "ProvisionerStatus",
     category = "karpenter",
     printcolumn(
@@ -47,6 +48,7 @@ pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecut
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(clippy::duplicated_attributes)] // repeated printcolumn types are not duplicates
 pub struct ProvisionerSpec {
     /// Annotations applied to every node this provisioner launches.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -159,13 +161,22 @@ pub struct KubeletConfiguration {
     pub eviction_soft_grace_period: BTreeMap<String, String>,
     /// Maximum pod termination grace period (seconds) for soft evictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub eviction_max_pod_grace_period: Option<i32>,
     /// Disk usage percent that triggers image garbage collection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "imageGCHighThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0, max = 100))]
     pub image_gc_high_threshold_percent: Option<i32>,
     /// Disk usage percent image garbage collection frees down to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "imageGCLowThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0, max = 100))]
     pub image_gc_low_threshold_percent: Option<i32>,
     /// Whether CPU limits are enforced with CFS quota.

@@ -97,9 +97,8 @@ impl JsonSchema for Quantity {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
-            "x-kubernetes-int-or-string": true
+            "x-kubernetes-int-or-string": true,
+            "pattern": QUANTITY_PATTERN
         })
     }
 }

@@ -928,14 +928,14 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
         };
         if let Some(size) = &ebs.volume_size {
             let gib = 1i64 << 30;
-            match parse_milli(size).map(|m| m / 1000) {
+            match size.milli().map(|m| m / 1000) {
                 Ok(bytes) if (gib..=64 * 1024 * gib).contains(&bytes) => {}
                 _ => r.err(
                     FieldError::new(
                         format!("{b}.ebs.volumeSize"),
                         "must be a size from 1Gi to 64Ti",
                     )
-                    .value(size)
+                    .value(size.as_str())
                     .fix("write a size such as 20Gi"),
                 ),
             }
