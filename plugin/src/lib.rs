@@ -1,1 +1,76 @@
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! `kubectl karpenter`: a kubectl plugin for Karpenter Provisioners and AWSNodeTemplates.
+//!
+//! ```text
+//!  -f FILE|DIR|-  ──> manifest (read, split into documents) ──> validate (dispatch on kind)
+//!                                                                  │ karpenter::api: decode,
+//!                                                                  │ default, validate
+//!                                                                  v
+//!                                                        report (text or JSON) ──> stdout
+//! ```
+//!
+//! Start with [`cli::Cli`] (the command line) and [`run`]; `validate` lives in [`validate`],
+//! file reading and YAML splitting in [`manifest`], the indentation hints for YAML syntax
+//! errors in [`indentation`], and the output in [`report`]. The binary (`main.rs`) only parses
+//! arguments, calls [`run`] and maps the result to an exit code.
+
+pub mod cli;
+pub mod error;
+pub mod indentation;
+pub mod manifest;
+pub mod report;
+pub mod validate;
+
+use std::io::{Read, Write};
+
+pub use error::{Error, Result};
+
+use cli::{Cli, Command};
+use report::Style;
+
+/// Exit code when everything checked is valid.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when any object is invalid or a file has a syntax error.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code for usage errors and unreadable input.
+pub const EXIT_ERROR: u8 = 2;
+
+/// How a command that ran to the end went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything checked is valid (warnings allowed).
+    Success,
+    /// Something is invalid.
+    Invalid,
+}
+
+// === impl Status ===
+
+impl Status {
+    /// The process exit code for this status.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Success => EXIT_OK,
+            Status::Invalid => EXIT_INVALID,
+        }
+    }
+}
+
+/// Runs a parsed command line against the given streams. Results go to `stdout`; an [`Error`]
+/// means the command could not run and is for the caller to print on stderr.
+pub fn run(
+    cli: &Cli,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    style: Style,
+) -> Result<Status> {
+    match &cli.command {
+        Command::Validate(args) => validate::run(args, stdin, stdout, style),
+        Command::Version => {
+            writeln!(stdout, "kubectl-karpenter {}", env!("CARGO_PKG_VERSION"))
+                .map_err(Error::Write)?;
+            Ok(Status::Success)
+        }
+    }
+}

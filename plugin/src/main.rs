@@ -1,2 +1,31 @@
 #![forbid(unsafe_code)]
-fn main() {}
+//! `kubectl-karpenter`: parse the command line, run it, map the outcome to an exit code.
+
+use std::error::Error as _;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use kubectl_karpenter::{cli::Cli, report::Style, run, EXIT_ERROR};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stdout = io::stdout();
+    let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut out = stdout.lock();
+    let result = run(&cli, &mut io::stdin().lock(), &mut out, Style { color });
+    let _ = out.flush();
+    match result {
+        Ok(status) => ExitCode::from(status.exit_code()),
+        Err(e) => {
+            let mut message = format!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("{message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

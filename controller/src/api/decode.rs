@@ -43,6 +43,46 @@ const PROVISIONER_SPEC_FIELDS: &[&str] = &[
     "consolidation",
 ];
 
+/// The outcome of decoding with every error collected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<T> {
+    /// The object to validate: as written when `errors` is empty, otherwise decoded from a
+    /// repaired copy (misplaced metadata moved, misspelt fields renamed, bad fields dropped) so
+    /// validation can still report the rest; `None` when nothing could be salvaged.
+    pub object: Option<T>,
+    /// Every decode error found.
+    pub errors: Vec<FieldError>,
+}
+
+// === impl Decoded ===
+
+impl<T> Decoded<T> {
+    /// Whether the object decoded as written.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.object.is_some()
+    }
+}
+
+/// Decodes a Provisioner, collecting every decode error instead of stopping at the first.
+pub fn decode_provisioner_all(v: &Value) -> Decoded<Provisioner> {
+    salvage(
+        v,
+        decode_provisioner,
+        PROVISIONER_API_VERSION,
+        "Provisioner",
+    )
+}
+
+/// Decodes an AWSNodeTemplate, collecting every decode error instead of stopping at the first.
+pub fn decode_node_template_all(v: &Value) -> Decoded<AWSNodeTemplate> {
+    salvage(
+        v,
+        decode_node_template,
+        NODE_TEMPLATE_API_VERSION,
+        "AWSNodeTemplate",
+    )
+}
+
 /// Decodes a `karpenter.sh/v1alpha5` Provisioner.
 pub fn decode_provisioner(v: &Value) -> Result<Provisioner, DecodeError> {
     decode(
@@ -119,7 +159,7 @@ fn decode<T: DeserializeOwned>(
 }
 
 fn misplaced_top_level(key: &str, obj: &Map<String, Value>, spec_fields: &[&str]) -> FieldError {
-    let err = FieldError::new(key, "is not a top-level field").value(key);
+    let err = FieldError::new(key, "is not a top-level field");
     if METADATA_FIELDS.contains(&key) {
         return err.fix(format!(
             "{key}: belongs under metadata:; indent it by two spaces below `metadata:`"
@@ -132,7 +172,7 @@ fn misplaced_top_level(key: &str, obj: &Map<String, Value>, spec_fields: &[&str]
     }
     let candidates = TOP_LEVEL.iter().copied().chain(obj.keys().map(|_| ""));
     match labels::closest(key.trim(), candidates.filter(|c| !c.is_empty())) {
-        Some(c) => err.fix(format!("did you mean {c:?}?")),
+        Some(c) => err.fix(format!("did you mean {c:?}?")).suggest(c),
         None if key.trim() != key => err.fix(format!("remove the whitespace in {key:?}")),
         None => err.fix(format!("remove it; allowed: {}", TOP_LEVEL.join(", "))),
     }
@@ -158,9 +198,14 @@ fn shape_error(path: &str, inner: String) -> FieldError {
             } else {
                 format!("{path}.{field}")
             };
-            let fix = if field.trim() != field && allowed.contains(&field.trim()) {
+            let suggestion = if field.trim() != field && allowed.contains(&field.trim()) {
+                Some(field.trim())
+            } else {
+                labels::closest(field, allowed.iter().copied())
+            };
+            let fix = if field.trim() != field && suggestion == Some(field.trim()) {
                 format!("remove the whitespace: {:?}", field.trim())
-            } else if let Some(c) = labels::closest(field, allowed.iter().copied()) {
+            } else if let Some(c) = suggestion {
                 format!("did you mean {c:?}?")
             } else if allowed.is_empty() {
                 "remove it".to_string()
@@ -170,9 +215,11 @@ fn shape_error(path: &str, inner: String) -> FieldError {
                     allowed.join(", ")
                 )
             };
-            return FieldError::new(field_path, "is not a known field")
-                .value(field)
-                .fix(fix);
+            let err = FieldError::new(field_path, "is not a known field").fix(fix);
+            return match suggestion {
+                Some(c) => err.suggest(c),
+                None => err,
+            };
         }
     }
     if let Some(rest) = inner.strip_prefix("missing field `") {
@@ -185,6 +232,154 @@ fn shape_error(path: &str, inner: String) -> FieldError {
         return FieldError::new(field_path, "is required").fix(format!("add {field}:"));
     }
     FieldError::new(path, inner).fix("check the field's type against the Provisioner reference")
+}
+
+const MAX_SALVAGE_ROUNDS: usize = 64;
+
+fn salvage<T: DeserializeOwned>(
+    value: &Value,
+    decode: fn(&Value) -> Result<T, DecodeError>,
+    api_version: &str,
+    kind: &str,
+) -> Decoded<T> {
+    let mut errors = match decode(value) {
+        Ok(object) => {
+            return Decoded {
+                object: Some(object),
+                errors: Vec::new(),
+            }
+        }
+        Err(e) => e.0,
+    };
+    let Some(mut work) = repaired(value, api_version, kind) else {
+        return Decoded {
+            object: None,
+            errors,
+        };
+    };
+    let mut edited: Vec<String> = Vec::new();
+    for _ in 0..MAX_SALVAGE_ROUNDS {
+        let found = match decode(&work) {
+            Ok(object) => {
+                return Decoded {
+                    object: Some(object),
+                    errors,
+                }
+            }
+            Err(e) => e.0,
+        };
+        let mut progressed = false;
+        for e in found {
+            // "is required" after we removed the field is our doing, not the user's.
+            if edited.contains(&e.field) {
+                continue;
+            }
+            if edit_path(&mut work, &e.field, e.suggestion.as_deref()) {
+                edited.push(e.field.clone());
+                progressed = true;
+            }
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Decoded {
+        object: None,
+        errors,
+    }
+}
+
+/// A copy with the right `apiVersion` and `kind`, top-level metadata fields moved under
+/// `metadata`, a misspelt `spec` renamed, and other unknown top-level fields dropped.
+fn repaired(value: &Value, api_version: &str, kind: &str) -> Option<Value> {
+    let obj = value.as_object()?;
+    let mut metadata = obj
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for (key, v) in obj {
+        match key.as_str() {
+            "spec" | "status" => {
+                out.insert(key.clone(), v.clone());
+            }
+            k if METADATA_FIELDS.contains(&k) => {
+                metadata.entry(key.clone()).or_insert_with(|| v.clone());
+            }
+            k => {
+                let near = labels::closest(k.trim(), ["spec"])
+                    .or_else(|| (k.trim() == "spec").then_some("spec"));
+                if let Some(name) = near.filter(|n| !obj.contains_key(*n)) {
+                    out.entry(name).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    out.insert("apiVersion".into(), Value::String(api_version.into()));
+    out.insert("kind".into(), Value::String(kind.into()));
+    out.insert("metadata".into(), Value::Object(metadata));
+    Some(Value::Object(out))
+}
+
+/// Removes the field at a decoder path such as `spec.requirements[0].valuse` (keys may contain
+/// dots; the longest matching key wins), re-inserting its value under `rename_to` when given
+/// and free. Returns whether something changed.
+fn edit_path(value: &mut Value, path: &str, rename_to: Option<&str>) -> bool {
+    let mut current = value;
+    let mut rest = path;
+    loop {
+        if let Some(after) = rest.strip_prefix('[') {
+            let Some((index, after)) = after.split_once(']') else {
+                return false;
+            };
+            let Ok(index) = index.parse::<usize>() else {
+                return false;
+            };
+            rest = after.strip_prefix('.').unwrap_or(after);
+            let Some(next) = current.get_mut(index) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return false; // removing list elements would shift the indices in messages
+            }
+            current = next;
+            continue;
+        }
+        let Some(obj) = current.as_object_mut() else {
+            return false;
+        };
+        let key = obj
+            .keys()
+            .filter(|k| {
+                rest == k.as_str()
+                    || (rest.starts_with(k.as_str())
+                        && matches!(rest.as_bytes().get(k.len()), Some(b'.' | b'[')))
+            })
+            .max_by_key(|k| k.len())
+            .cloned();
+        let Some(key) = key else {
+            return false;
+        };
+        if rest == key {
+            let Some(removed) = obj.remove(&key) else {
+                return false;
+            };
+            if let Some(new) = rename_to.filter(|n| !obj.contains_key(*n)) {
+                obj.insert(new.to_string(), removed);
+            }
+            return true;
+        }
+        let after = &rest[key.len()..];
+        rest = after.strip_prefix('.').unwrap_or(after);
+        let Some(next) = obj.get_mut(&key) else {
+            return false;
+        };
+        current = next;
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -264,6 +459,54 @@ mod tests {
         let fields: Vec<_> = e.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["apiVersion", "kind", "spec.ttlSecondsAfterEmpty"]);
         assert!(decode_provisioner(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn lenient_decoding_finds_every_error_and_salvages_the_object() {
+        let d = decode_provisioner_all(&json!({
+            "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+            "metadata": null, "name": "default",
+            "spec": {"requirements": [{"key": "k", "operator": "In", "valuse": ["x"]}],
+                     "ttlSecondAfterEmpty": 30, "weight": "heavy"}
+        }));
+        let fields: Vec<_> = d.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "metadata",
+                "spec.requirements[0].valuse",
+                "spec.ttlSecondAfterEmpty",
+                "spec.weight"
+            ],
+            "{:?}",
+            d.errors
+        );
+        let p = d
+            .object
+            .unwrap_or_else(|| Provisioner::new("x", Default::default()));
+        assert_eq!(p.metadata.name.as_deref(), Some("default"));
+        assert_eq!(p.spec.requirements[0].values, ["x"]);
+        assert_eq!(p.spec.ttl_seconds_after_empty, Some(30));
+        assert_eq!(p.spec.weight, None);
+        let clean = decode_provisioner_all(&json!({
+            "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+            "metadata": {"name": "a"}, "spec": {}
+        }));
+        assert!(clean.is_clean());
+        assert!(decode_node_template_all(&json!("text")).object.is_none());
+    }
+
+    #[test]
+    fn edit_path_handles_lists_dotted_keys_and_renames() {
+        let mut v = json!({"spec": {"a.b/c": {"x": 1}, "l": [{"y": 1, "z": 2}]}});
+        assert!(edit_path(&mut v, "spec.l[0].y", None));
+        assert!(edit_path(&mut v, "spec.a.b/c.x", Some("w")));
+        assert!(edit_path(&mut v, "spec.l[0].z", Some("z2")));
+        assert!(!edit_path(&mut v, "spec.l[0]", None));
+        assert!(!edit_path(&mut v, "spec.missing", None));
+        assert!(!edit_path(&mut v, "spec.l[9].z", None));
+        assert_eq!(v, json!({"spec": {"a.b/c": {"w": 1}, "l": [{"z2": 2}]}}));
     }
 
     #[test]

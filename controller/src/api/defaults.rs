@@ -1,7 +1,7 @@
 //! Provisioner defaulting: what the mutating webhook adds and `kubectl karpenter validate` shows.
 //!
 //! A default is added only when no requirement uses its key (with any operator); keys are
-//! compared after legacy-label normalisation. Defaulting is idempotent.
+//! compared after trimming and legacy-label normalisation. Defaulting is idempotent.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -27,7 +27,9 @@ pub const DEFAULT_INSTANCE_CATEGORIES: &[&str] = &["c", "m", "r"];
 pub const DEFAULT_MIN_GENERATION_EXCLUSIVE: &str = "2";
 
 fn has_key(reqs: &[Requirement], key: &str) -> bool {
-    reqs.iter().any(|r| labels::normalize(&r.key) == key)
+    // A key with stray whitespace is rejected by validation with a fix; do not add a second
+    // requirement for the same key behind the user's back.
+    reqs.iter().any(|r| labels::normalize(r.key.trim()) == key)
 }
 
 /// Applies the Provisioner defaults in place and returns what changed (empty when nothing did).

@@ -289,6 +289,18 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|(_, c)| c)
 }
 
+/// The key a mistyped or mis-spaced label key most likely meant.
+pub fn suggested_key(key: &str) -> Option<String> {
+    let trimmed = key.trim();
+    if trimmed != key {
+        return Some(trimmed.to_string());
+    }
+    if normalize(key) != key {
+        return None;
+    }
+    closest(key, WELL_KNOWN_LABELS.iter().copied().chain([HOSTNAME])).map(str::to_string)
+}
+
 /// A suggestion for a label key that looks like a mistyped or mis-spaced well-known key.
 pub fn suggest_key(key: &str) -> Option<String> {
     let trimmed = key.trim();

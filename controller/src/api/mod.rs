@@ -13,7 +13,10 @@ pub mod quantity;
 pub mod validation;
 
 pub use aws::{AWSNodeTemplate, AwsNodeTemplateSpec, AwsProvider};
-pub use decode::{decode_node_template, decode_provisioner, DecodeError};
+pub use decode::{
+    decode_node_template, decode_node_template_all, decode_provisioner, decode_provisioner_all,
+    DecodeError, Decoded,
+};
 pub use defaults::{default_provisioner, json_patch, Defaulted};
 pub use provisioner::{Provisioner, ProvisionerSpec, ProvisionerStatus, Requirement, Taint};
 pub use quantity::Quantity;

@@ -30,6 +30,9 @@ pub struct FieldError {
     /// How to fix it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The replacement the fix proposes (a field name, key or value), for tools that apply it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
 }
 
 /// Everything validation found: errors reject the object, warnings do not.
@@ -51,7 +54,14 @@ impl FieldError {
             value: None,
             message: message.into(),
             fix: None,
+            suggestion: None,
         }
+    }
+
+    /// Attaches the proposed replacement.
+    pub fn suggest(mut self, suggestion: impl Into<String>) -> Self {
+        self.suggestion = Some(suggestion.into());
+        self
     }
 
     /// Attaches the offending value.
@@ -277,8 +287,12 @@ fn validate_ttls(spec: &ProvisionerSpec, r: &mut Report) {
 }
 
 fn key_error(field: &str, key: &str, problem: &str) -> FieldError {
-    FieldError::new(field, format!("is not a valid label key: {problem}"))
-        .value(key)
+    let err = FieldError::new(field, format!("is not a valid label key: {problem}"));
+    let err = match labels::suggested_key(key) {
+        Some(k) => err.suggest(k),
+        None => err,
+    };
+    err.value(key)
         .maybe_fix(labels::suggest_key(key).or_else(|| {
             Some("use an optional DNS prefix and '/' followed by a name of letters, digits, '-', '_' and '.'".into())
         }))
@@ -975,7 +989,7 @@ fn warn_narrow_on_demand(spec: &ProvisionerSpec, r: &mut Report) {
     let allows = |key: &str, value: &str| {
         spec.requirements
             .iter()
-            .filter(|q| labels::normalize(&q.key) == key)
+            .filter(|q| labels::normalize(q.key.trim()) == key)
             .all(|q| match q.operator.as_str() {
                 "In" => q.values.iter().any(|v| v == value),
                 "NotIn" => !q.values.iter().any(|v| v == value),

@@ -1,0 +1,125 @@
+//! The command line: `kubectl karpenter <COMMAND>`, one subcommand per module.
+//!
+//! kubectl runs any `kubectl-<name>` executable on `PATH` as `kubectl <name>`, passing the
+//! remaining arguments through, so this binary is both `kubectl-karpenter` and
+//! `kubectl karpenter`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::validate::{self, ValidateArgs};
+
+/// Top-level help text after the commands.
+const AFTER_HELP: &str = "\
+Examples:
+  kubectl karpenter validate -f provisioner.yaml
+  kubectl get provisioners -o yaml | kubectl karpenter validate -f -
+
+Run `kubectl karpenter <COMMAND> --help` for a command's flags and examples.";
+
+/// `kubectl karpenter`: work with Karpenter Provisioners and AWSNodeTemplates from the command
+/// line.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "kubectl-karpenter",
+    bin_name = "kubectl karpenter",
+    version,
+    about = "Work with Karpenter Provisioners and AWSNodeTemplates",
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Check Provisioner and AWSNodeTemplate manifests before applying them.
+    #[command(
+        long_about = "Check Provisioner and AWSNodeTemplate manifests the way the webhook would: \
+decode, apply defaults, validate, and say how to fix each problem.\n\n\
+Karpenter objects (apiVersion karpenter.sh/v1alpha5 Provisioner, karpenter.k8s.aws/v1alpha1 \
+AWSNodeTemplate) are checked; other objects in the same files are skipped. YAML syntax errors \
+are reported with file, line and column, and a hint when a line is indented wrongly.",
+        after_help = validate::EXAMPLES
+    )]
+    Validate(ValidateArgs),
+
+    /// Print the plugin's version.
+    Version,
+}
+
+/// Output formats, as kubectl's `-o/--output`.
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::path::PathBuf;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-karpenter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn filenames_repeat_and_split_on_commas() {
+        let cli = parse(&[
+            "validate",
+            "-f",
+            "a.yaml,b.yaml",
+            "--filename",
+            "-",
+            "-R",
+            "-o",
+            "json",
+        ]);
+        let Ok(Cli {
+            command: Command::Validate(args),
+        }) = cli
+        else {
+            unreachable!("{cli:?}")
+        };
+        assert_eq!(
+            args.files.filenames,
+            [
+                PathBuf::from("a.yaml"),
+                PathBuf::from("b.yaml"),
+                PathBuf::from("-")
+            ]
+        );
+        assert!(args.files.recursive);
+        assert_eq!(args.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn text_is_the_default_output_and_a_file_is_required() {
+        let cli = parse(&["validate", "-f", "a.yaml"]);
+        assert!(
+            matches!(cli, Ok(Cli { command: Command::Validate(ref a) }) if a.output == OutputFormat::Text)
+        );
+        assert!(parse(&["validate"]).is_err());
+        assert!(parse(&["validate", "-f", "a", "-o", "yaml"]).is_err());
+        assert!(matches!(
+            parse(&["version"]),
+            Ok(Cli {
+                command: Command::Version
+            })
+        ));
+    }
+}
