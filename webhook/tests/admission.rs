@@ -612,3 +612,53 @@ async fn readiness_and_metrics() {
     }
     let _ = Timestamp::UNIX_EPOCH;
 }
+
+/// The committed fuzz corpus (`tests/corpus/*.json`): awkward inputs that once needed care
+/// (wrong types, null objects, huge numbers, control characters, deep nesting). Each must get
+/// an answer for every endpoint and guard mode, keep the request's uid when it has one, and
+/// never allow an object that does not decode.
+#[test]
+fn corpus_inputs_get_clear_answers() {
+    let dir = format!("{}/tests/corpus", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "corpus is missing: {dir}");
+    let now: Timestamp = NOW.parse().expect("timestamp");
+    let view = StaticView(snapshot(Some("cluster-autoscaler-running.json")));
+    for mode in [GuardMode::Off, GuardMode::Warn, GuardMode::Deny] {
+        let admission = Admission::new(mode, Duration::from_secs(300)).expect("schemas compile");
+        for path in &files {
+            let text = std::fs::read_to_string(path).expect("read corpus file");
+            let review: Value = serde_json::from_str(&text).expect("corpus file is JSON");
+            let uid = review.pointer("/request/uid").and_then(Value::as_str);
+            for ep in [
+                karpenter_webhook::decision::Endpoint::Default,
+                karpenter_webhook::decision::Endpoint::Validate,
+                karpenter_webhook::decision::Endpoint::ValidateDeployments,
+            ] {
+                let d = admission.decide(ep, &review, &view, now);
+                if let Some(uid) = uid {
+                    assert_eq!(d.response.uid, uid, "{path:?} {ep:?}");
+                }
+                assert_eq!(
+                    d.response.allowed,
+                    d.response.status.is_none(),
+                    "{path:?} {ep:?}: a denial carries a status, an admission none"
+                );
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let is_provisioner =
+                    review.pointer("/request/kind/kind") == Some(&"Provisioner".into());
+                if ep == karpenter_webhook::decision::Endpoint::Validate && is_provisioner {
+                    assert!(
+                        !d.response.allowed,
+                        "{name}: an undecodable Provisioner was allowed"
+                    );
+                }
+            }
+        }
+    }
+}
