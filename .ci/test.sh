@@ -30,6 +30,9 @@ cargo fmt --all --check
 step "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -j"$JOBS" -- -D warnings
 
+step "cargo build (all binaries, for the end-to-end tests)"
+cargo build --workspace --bins -j"$JOBS"
+
 step "cargo test (workspace)"
 cargo test --workspace -j"$JOBS"
 
