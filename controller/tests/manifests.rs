@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Checks the committed manifests against the Rust types.
 //!
 //! - `manifests/crds/*.yaml` must be exactly what `crdgen` renders (run through the real binary).

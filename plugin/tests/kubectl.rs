@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The plugin as users run it: `kubectl karpenter ...`, found by kubectl on `PATH`.
 //!
 //! These tests need the real `kubectl` (set `KUBECTL` to its path, or put it on `PATH`); they

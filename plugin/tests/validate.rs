@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `kubectl-karpenter validate`, run as a binary against the fixtures in `tests/data`.
 
 mod support;

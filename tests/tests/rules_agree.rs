@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The webhook and the kubectl plugin share one set of Provisioner rules. This runs both real
 //! binaries on the same manifests (the examples, the guide's fixtures and a set of broken
 //! Provisioners) and checks that they agree: same verdict, the plugin's error fields all named

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Load bench: starts the real `karpenter-webhook` binary over TLS on 127.0.0.1 and drives it
 //! with an in-repo keep-alive HTTP/1.1 client over rustls, printing requests/second, p50/p99
 //! latency for a validating and a defaulting review, and the server's resident memory.

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Decision tests: captured AdmissionReview fixtures (`tests/data/*.json`) sent through the
 //! axum router in-process, with the Cluster Autoscaler cache given as fixture snapshots.
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The manifests in `manifests/webhook/` parse into k8s-openapi types and point at the paths
 //! and ports the binary serves.
 

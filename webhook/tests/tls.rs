@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The real binary over real TLS: reviews answered, certificates hot-reloaded, and bad
 //! connections answered clearly and in bounded time. Runs with `--cluster-autoscaler-guard=off`
 //! and a kubeconfig that does not exist: no cluster access is needed.
