@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
@@ -322,4 +323,102 @@ fn help_documents_every_flag_and_the_escape_hatch() {
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
+}
+
+/// Accepts any server certificate: only for the self-signed mode, whose certificate nobody can
+/// know in advance (in a cluster the caBundle is supplied out of band).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn self_signed_mode_serves_reviews_with_the_requested_names() {
+    support::install_crypto();
+    let webhook = Webhook::start(&[
+        "--tls-self-signed",
+        "--tls-self-signed-name",
+        "karpenter-webhook.e2e-test.svc",
+        "--cluster-autoscaler-guard=off",
+    ]);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth(),
+    );
+    let ready = timeout(BOUND, http_get(webhook.admin, "/readyz"))
+        .await
+        .expect("bounded")
+        .expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut conn = timeout(BOUND, Conn::connect(webhook.tls, config))
+        .await
+        .expect("bounded")
+        .expect("TLS handshake");
+    let cert = conn.peer_certificate().expect("a certificate is served");
+    // A dNSName SAN is stored as its raw ASCII bytes in the DER.
+    let name = b"karpenter-webhook.e2e-test.svc";
+    assert!(
+        cert.windows(name.len()).any(|w| w == name),
+        "the served certificate does not name {}",
+        String::from_utf8_lossy(name)
+    );
+    let answer = timeout(
+        BOUND,
+        conn.request(
+            "POST",
+            "/validate",
+            &fixture("provisioner-create-valid.json"),
+        ),
+    )
+    .await
+    .expect("bounded")
+    .expect("response");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["response"]["allowed"], true);
 }
