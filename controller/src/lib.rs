@@ -10,6 +10,8 @@
 //! - [`api`]: the Provisioner and AWSNodeTemplate types with their defaulting and validation,
 //!   shared by the webhook and the kubectl plugin.
 //! - [`cloud`]: cloud providers and the built-in AWS instance-type catalog.
+//! - [`scheduling`]: the packing engine: pods to instance types, prices and reasons.
 
 pub mod api;
 pub mod cloud;
+pub mod scheduling;

@@ -1,3 +1,4 @@
 //! Cloud providers and the instance-type catalog.
 
 pub mod catalog;
+pub mod instance_types;

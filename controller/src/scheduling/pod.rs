@@ -1,0 +1,365 @@
+//! The scheduling form of a pod: requests, node requirements, tolerations, host ports and
+//! topology terms, converted once from the Kubernetes object.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::api::labels;
+use crate::api::provisioner::Taint;
+
+use super::requirements::{RequirementError, Requirements, ValueSet};
+use super::resources::{pod_requests, ResourceError, ResourceList};
+
+/// Why a pod could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodError {
+    /// A resource quantity is invalid.
+    #[error("pod {pod}: {source}")]
+    Resource {
+        /// `namespace/name`.
+        pod: String,
+        /// The cause.
+        #[source]
+        source: ResourceError,
+    },
+    /// A node selector requirement or label selector is invalid.
+    #[error("pod {pod}: {source}")]
+    Requirement {
+        /// `namespace/name`.
+        pod: String,
+        /// The cause.
+        #[source]
+        source: RequirementError,
+    },
+}
+
+/// What a topology term does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TermKind {
+    /// A topology spread constraint with its max skew.
+    Spread {
+        /// maxSkew.
+        max_skew: u32,
+    },
+    /// Pod affinity: land where matching pods are.
+    Affinity,
+    /// Pod anti-affinity: land where no matching pod is.
+    AntiAffinity,
+}
+
+/// A topology term: spread, affinity or anti-affinity over a topology key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopologyTerm {
+    /// What the term does.
+    pub kind: TermKind,
+    /// The topology key (normalised).
+    pub key: String,
+    /// The label selector, as requirements over pod labels.
+    pub selector: Requirements,
+    /// Namespaces whose pods count; `None` for all namespaces.
+    pub namespaces: Option<BTreeSet<String>>,
+}
+
+/// A pod converted for scheduling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub key: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Effective requests (milli-units), including one `pods`.
+    pub requests: ResourceList,
+    /// `spec.nodeSelector` as requirements.
+    pub node_selector: Requirements,
+    /// Required node affinity terms (ORed).
+    pub required_terms: Vec<Requirements>,
+    /// Preferred node affinity terms, heaviest first.
+    pub preferred_terms: Vec<(i32, Requirements)>,
+    /// Tolerations.
+    pub tolerations: Vec<Toleration>,
+    /// Host ports as (protocol, hostIP, port).
+    pub host_ports: Vec<(String, String, i32)>,
+    /// Required topology terms: DoNotSchedule spreads, required (anti-)affinity.
+    pub required_topology: Vec<TopologyTerm>,
+    /// ScheduleAnyway spreads (relaxable).
+    pub soft_spreads: Vec<TopologyTerm>,
+    /// Preferred pod affinity terms, heaviest first.
+    pub preferred_affinity: Vec<(i32, TopologyTerm)>,
+    /// Preferred pod anti-affinity terms, heaviest first.
+    pub preferred_anti_affinity: Vec<(i32, TopologyTerm)>,
+}
+
+/// Label selector as requirements over pod labels.
+pub fn selector_requirements(sel: &LabelSelector) -> Result<Requirements, RequirementError> {
+    let mut r = Requirements::new();
+    for (k, v) in sel.match_labels.iter().flatten() {
+        r.add(k, ValueSet::is_in([v.clone()]));
+    }
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default();
+        r.add(
+            &e.key,
+            ValueSet::from_operator(&e.key, &e.operator, &values)?,
+        );
+    }
+    Ok(r)
+}
+
+fn pod_term(
+    kind: TermKind,
+    t: &PodAffinityTerm,
+    namespace: &str,
+) -> Result<TopologyTerm, RequirementError> {
+    let selector = match &t.label_selector {
+        Some(s) => selector_requirements(s)?,
+        // A nil selector matches no pods; model it with an impossible requirement.
+        None => {
+            let mut r = Requirements::new();
+            r.add("karpenter.rs/no-match", ValueSet::does_not_exist());
+            r.add("karpenter.rs/no-match", ValueSet::exists());
+            r
+        }
+    };
+    let namespaces = match (&t.namespaces, &t.namespace_selector) {
+        (_, Some(ns)) if ns.match_labels.is_none() && ns.match_expressions.is_none() => None,
+        (Some(list), _) if !list.is_empty() => Some(list.iter().cloned().collect()),
+        _ => Some(BTreeSet::from([namespace.to_string()])),
+    };
+    Ok(TopologyTerm {
+        kind,
+        key: labels::normalize(&t.topology_key).to_string(),
+        selector,
+        namespaces,
+    })
+}
+
+// === impl TopologyTerm ===
+
+impl TopologyTerm {
+    /// Whether a pod with these labels in this namespace is selected.
+    pub fn selects(&self, namespace: &str, pod_labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|n| n.contains(namespace))
+            && self.selector.matches_labels(pod_labels)
+    }
+
+    /// `zone spread`, `hostname anti-affinity`, ...
+    pub fn describe(&self) -> String {
+        let key = friendly_key(&self.key);
+        match self.kind {
+            TermKind::Spread { max_skew } => format!("{key} spread maxSkew {max_skew}"),
+            TermKind::Affinity => format!("{key} pod affinity"),
+            TermKind::AntiAffinity => format!("{key} pod anti-affinity"),
+        }
+    }
+}
+
+/// A short user-facing name for a label key: `zone`, `hostname`, `capacity type`, ...
+pub fn friendly_key(key: &str) -> &str {
+    match key {
+        labels::ZONE => "zone",
+        labels::HOSTNAME => "hostname",
+        labels::CAPACITY_TYPE => "capacity type",
+        labels::ARCH => "architecture",
+        labels::OS => "operating system",
+        labels::INSTANCE_TYPE => "instance type",
+        k => k,
+    }
+}
+
+// === impl PodInfo ===
+
+impl PodInfo {
+    /// Converts a Kubernetes pod.
+    pub fn from_pod(pod: &Pod) -> Result<Self, PodError> {
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let key = format!("{namespace}/{name}");
+        let req_err = |source| PodError::Requirement {
+            pod: key.clone(),
+            source,
+        };
+        let requests = pod_requests(pod).map_err(|source| PodError::Resource {
+            pod: key.clone(),
+            source,
+        })?;
+        let mut info = PodInfo {
+            key: key.clone(),
+            namespace: namespace.clone(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            requests,
+            node_selector: Requirements::new(),
+            required_terms: Vec::new(),
+            preferred_terms: Vec::new(),
+            tolerations: Vec::new(),
+            host_ports: Vec::new(),
+            required_topology: Vec::new(),
+            soft_spreads: Vec::new(),
+            preferred_affinity: Vec::new(),
+            preferred_anti_affinity: Vec::new(),
+        };
+        let Some(spec) = pod.spec.as_ref() else {
+            return Ok(info);
+        };
+        for (k, v) in spec.node_selector.iter().flatten() {
+            info.node_selector
+                .add(labels::normalize(k), ValueSet::is_in([v.clone()]));
+        }
+        info.tolerations = spec.tolerations.clone().unwrap_or_default();
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for p in c.ports.iter().flatten() {
+                if let Some(hp) = p.host_port.filter(|p| *p > 0) {
+                    info.host_ports.push((
+                        p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
+                        hp,
+                    ));
+                }
+            }
+        }
+        if let Some(aff) = spec.affinity.as_ref() {
+            if let Some(na) = aff.node_affinity.as_ref() {
+                if let Some(req) = na
+                    .required_during_scheduling_ignored_during_execution
+                    .as_ref()
+                {
+                    for t in &req.node_selector_terms {
+                        info.required_terms.push(
+                            Requirements::from_node_selector(
+                                t.match_expressions.as_deref().unwrap_or_default(),
+                            )
+                            .map_err(req_err)?,
+                        );
+                    }
+                }
+                for p in na
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                {
+                    let r = Requirements::from_node_selector(
+                        p.preference
+                            .match_expressions
+                            .as_deref()
+                            .unwrap_or_default(),
+                    )
+                    .map_err(req_err)?;
+                    info.preferred_terms.push((p.weight, r));
+                }
+                info.preferred_terms.sort_by_key(|(w, _)| -w);
+            }
+            if let Some(pa) = aff.pod_affinity.as_ref() {
+                for t in pa
+                    .required_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                {
+                    info.required_topology
+                        .push(pod_term(TermKind::Affinity, t, &namespace).map_err(req_err)?);
+                }
+                for t in pa
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                {
+                    let term = pod_term(TermKind::Affinity, &t.pod_affinity_term, &namespace)
+                        .map_err(req_err)?;
+                    info.preferred_affinity.push((t.weight, term));
+                }
+                info.preferred_affinity.sort_by_key(|(w, _)| -w);
+            }
+            if let Some(pa) = aff.pod_anti_affinity.as_ref() {
+                for t in pa
+                    .required_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                {
+                    info.required_topology
+                        .push(pod_term(TermKind::AntiAffinity, t, &namespace).map_err(req_err)?);
+                }
+                for t in pa
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                {
+                    let term = pod_term(TermKind::AntiAffinity, &t.pod_affinity_term, &namespace)
+                        .map_err(req_err)?;
+                    info.preferred_anti_affinity.push((t.weight, term));
+                }
+                info.preferred_anti_affinity.sort_by_key(|(w, _)| -w);
+            }
+        }
+        for tsc in spec.topology_spread_constraints.iter().flatten() {
+            let selector = match &tsc.label_selector {
+                Some(s) => selector_requirements(s).map_err(req_err)?,
+                None => Requirements::new(),
+            };
+            let term = TopologyTerm {
+                kind: TermKind::Spread {
+                    max_skew: tsc.max_skew.max(1) as u32,
+                },
+                key: labels::normalize(&tsc.topology_key).to_string(),
+                selector,
+                namespaces: Some(BTreeSet::from([namespace.clone()])),
+            };
+            if tsc.when_unsatisfiable == "ScheduleAnyway" {
+                info.soft_spreads.push(term);
+            } else {
+                info.required_topology.push(term);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Whether the pod tolerates a taint.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        tolerates(&self.tolerations, taint)
+    }
+
+    /// Whether the pod's host ports conflict with ports already used.
+    pub fn host_ports_conflict(&self, used: &[(String, String, i32)]) -> bool {
+        self.host_ports.iter().any(|(proto, ip, port)| {
+            used.iter().any(|(p2, ip2, port2)| {
+                port == port2 && proto == p2 && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
+            })
+        })
+    }
+}
+
+/// Kubernetes toleration matching.
+pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| {
+        let effect_ok = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == taint.effect);
+        let key = t.key.as_deref().unwrap_or("");
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        if !effect_ok {
+            return false;
+        }
+        if key.is_empty() {
+            return op == "Exists";
+        }
+        if key != taint.key {
+            return false;
+        }
+        match op {
+            "Exists" => true,
+            _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        }
+    })
+}

@@ -1,0 +1,358 @@
+//! Preparing a round: resource index, provisioners with allocatable per instance type,
+//! topology universe, pod classes and topology groups.
+
+use super::*;
+
+// === impl Ctx ===
+
+impl<'a> Ctx<'a> {
+    pub(super) fn build(
+        input: &'a SchedulerInput,
+        infos: &[PodInfo],
+    ) -> Result<Self, SchedulingError> {
+        // Resource names.
+        let mut names: BTreeSet<String> = [
+            resources::CPU,
+            resources::MEMORY,
+            resources::PODS,
+            resources::EPHEMERAL_STORAGE,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for i in infos {
+            names.extend(i.requests.keys().cloned());
+        }
+        let all_types = input
+            .instance_types
+            .iter()
+            .chain(input.instance_types_by_provisioner.values().flatten());
+        for t in all_types {
+            names.extend(t.capacity.keys().cloned());
+        }
+        let res_names: Vec<String> = names.into_iter().collect();
+        let res_index: HashMap<String, usize> = res_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let n = res_names.len();
+
+        let mut types: Vec<&InstanceType> = Vec::new();
+        let shared: Vec<usize> = (0..input.instance_types.len()).collect();
+        types.extend(input.instance_types.iter());
+
+        let ds_infos: Vec<PodInfo> = input
+            .daemonsets
+            .iter()
+            .filter_map(|d| PodInfo::from_pod(&daemonset_pod(d)).ok())
+            .collect();
+
+        // Existing nodes' usage per provisioner (for limits).
+        let mut provs = Vec::new();
+        for p in &input.provisioners {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let mut reqs = Requirements::from_api(&p.spec.requirements).map_err(|source| {
+                SchedulingError::Provisioner {
+                    provisioner: name.clone(),
+                    source,
+                }
+            })?;
+            for (k, v) in &p.spec.labels {
+                reqs.add(labels::normalize(k), ValueSet::is_in([v.clone()]));
+            }
+            reqs.add(labels::PROVISIONER_NAME, ValueSet::is_in([name.clone()]));
+            let type_idx = match input.instance_types_by_provisioner.get(&name) {
+                Some(list) => {
+                    let start = types.len();
+                    types.extend(list.iter());
+                    (start..types.len()).collect()
+                }
+                None => shared.clone(),
+            };
+            let kubelet = p.spec.kubelet_configuration.clone();
+            // Daemonsets that would land on this provisioner's nodes.
+            let ds_for: Vec<&PodInfo> = ds_infos
+                .iter()
+                .filter(|d| p.spec.taints.iter().all(|t| d.tolerates(t)))
+                .collect();
+            let mut type_list = Vec::new();
+            let mut alloc = Vec::new();
+            let mut alloc_raw = Vec::new();
+            let mut cap = Vec::new();
+            for &ti in &type_idx {
+                let t: &InstanceType = types[ti];
+                if !t.compatible(&reqs) {
+                    continue;
+                }
+                let raw = dense(&t.allocatable(kubelet.as_ref()), &res_index, n);
+                let mut a = raw.clone();
+                let node_reqs = reqs.intersection(&t.requirements);
+                for d in &ds_for {
+                    let dreqs = d.node_selector.clone();
+                    let ok = node_reqs.compatible(&dreqs).is_ok()
+                        && d.required_terms.first().is_none_or(|r| {
+                            d.required_terms
+                                .iter()
+                                .chain(std::iter::once(r))
+                                .any(|r| node_reqs.compatible(r).is_ok())
+                        });
+                    if ok {
+                        let dr = dense(&d.requests, &res_index, n);
+                        for (x, y) in a.iter_mut().zip(&dr) {
+                            *x -= y;
+                        }
+                    }
+                }
+                type_list.push(ti);
+                alloc.push(a);
+                alloc_raw.push(raw);
+                cap.push(dense(&t.capacity_for(kubelet.as_ref()), &res_index, n));
+            }
+            let limits = p.spec.limits.as_ref().map(|l| {
+                let mut v = vec![i64::MAX; n];
+                for (k, q) in &l.resources {
+                    if let (Some(i), Ok(m)) = (res_index.get(k), q.milli()) {
+                        v[*i] = m;
+                    }
+                }
+                v
+            });
+            let type_label_keys = type_list
+                .iter()
+                .flat_map(|&t: &usize| types[t].labels.keys().cloned())
+                .collect();
+            provs.push(Prov {
+                type_label_keys,
+                has_prefer_no_schedule: p
+                    .spec
+                    .taints
+                    .iter()
+                    .any(|t| t.effect == "PreferNoSchedule"),
+                name,
+                reqs,
+                taints: p.spec.taints.clone(),
+                types: type_list,
+                alloc,
+                alloc_raw,
+                cap,
+                limits,
+                existing_used: vec![0; n],
+            });
+        }
+        for e in &input.existing_nodes {
+            let node_labels = e.node.metadata.labels.clone().unwrap_or_default();
+            if let Some(pn) = node_labels.get(labels::PROVISIONER_NAME) {
+                if let Some(p) = provs.iter_mut().find(|p| &p.name == pn) {
+                    let capl = resources::parse_list(
+                        e.node.status.as_ref().and_then(|s| s.capacity.as_ref()),
+                    )
+                    .map_err(|source| SchedulingError::Node {
+                        node: e.node.metadata.name.clone().unwrap_or_default(),
+                        source,
+                    })?;
+                    let d = dense(&capl, &res_index, n);
+                    for (x, y) in p.existing_used.iter_mut().zip(&d) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..provs.len()).collect();
+        order.sort_by(|a, b| {
+            let wa = input.provisioners[*a].weight();
+            let wb = input.provisioners[*b].weight();
+            wb.cmp(&wa)
+                .then_with(|| provs[*a].name.cmp(&provs[*b].name))
+        });
+
+        // Topology universe: domains per key.
+        let mut universe: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for p in &provs {
+            for &ti in &p.types {
+                for o in &types[ti].offerings {
+                    if p.reqs.allows(labels::ZONE, &o.zone) {
+                        universe
+                            .entry(labels::ZONE.to_string())
+                            .or_default()
+                            .insert(o.zone.clone());
+                    }
+                    if p.reqs.allows(labels::CAPACITY_TYPE, &o.capacity_type) {
+                        universe
+                            .entry(labels::CAPACITY_TYPE.to_string())
+                            .or_default()
+                            .insert(o.capacity_type.clone());
+                    }
+                }
+            }
+            for (k, set) in p.reqs.iter() {
+                if !set.complement && k != labels::ZONE && k != labels::CAPACITY_TYPE {
+                    universe
+                        .entry(k.clone())
+                        .or_default()
+                        .extend(set.values.iter().cloned());
+                }
+            }
+        }
+        for e in &input.existing_nodes {
+            for (k, v) in e.node.metadata.labels.iter().flatten() {
+                universe
+                    .entry(labels::normalize(k).to_string())
+                    .or_default()
+                    .insert(v.clone());
+            }
+        }
+
+        // Pod classes: identical scheduling-relevant content shares a class.
+        let mut class_of: HashMap<String, usize> = HashMap::new();
+        let mut class_info: Vec<usize> = Vec::new();
+        let mut pod_class = Vec::with_capacity(infos.len());
+        for (i, info) in infos.iter().enumerate() {
+            let key = class_key(info);
+            let c = *class_of.entry(key).or_insert_with(|| {
+                class_info.push(i);
+                class_info.len() - 1
+            });
+            pod_class.push(c);
+        }
+
+        // Groups from every term of every class and from existing pods' anti-affinity.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of: HashMap<(TopologyTerm, bool), usize> = HashMap::new();
+        let mut intern = |term: &TopologyTerm, inverse: bool, groups: &mut Vec<Group>| -> usize {
+            *group_of.entry((term.clone(), inverse)).or_insert_with(|| {
+                groups.push(Group {
+                    term: term.clone(),
+                    inverse,
+                    counts: HashMap::new(),
+                    total: 0,
+                });
+                groups.len() - 1
+            })
+        };
+        let mut classes = Vec::with_capacity(class_info.len());
+        for &rep in &class_info {
+            let info = &infos[rep];
+            let mut term_groups = HashMap::new();
+            let mut owns_inverse = Vec::new();
+            let all_terms = info
+                .required_topology
+                .iter()
+                .chain(info.soft_spreads.iter())
+                .chain(info.preferred_affinity.iter().map(|(_, t)| t))
+                .chain(info.preferred_anti_affinity.iter().map(|(_, t)| t));
+            for t in all_terms {
+                let g = intern(t, false, &mut groups);
+                term_groups.insert(t.clone(), g);
+            }
+            for t in &info.required_topology {
+                if t.kind == TermKind::AntiAffinity {
+                    owns_inverse.push(intern(t, true, &mut groups));
+                }
+            }
+            classes.push(Class {
+                requests: dense(&info.requests, &res_index, n),
+                selected_by: Vec::new(),
+                inverse_selected_by: Vec::new(),
+                owns_inverse,
+                term_groups,
+                touches_topology: false,
+                cache: 0,
+            });
+        }
+        let existing_infos: Vec<Vec<PodInfo>> = input
+            .existing_nodes
+            .iter()
+            .map(|e| {
+                e.pods
+                    .iter()
+                    .filter_map(|p| PodInfo::from_pod(p).ok())
+                    .collect()
+            })
+            .collect();
+        for pods in &existing_infos {
+            for p in pods {
+                for t in &p.required_topology {
+                    if t.kind == TermKind::AntiAffinity {
+                        intern(t, true, &mut groups);
+                    }
+                }
+            }
+        }
+        let mut cache_ids: HashMap<String, usize> = HashMap::new();
+        for (ci, &rep) in class_info.iter().enumerate() {
+            let info = &infos[rep];
+            for (gi, g) in groups.iter().enumerate() {
+                if g.term.selects(&info.namespace, &info.labels) {
+                    if g.inverse {
+                        classes[ci].inverse_selected_by.push(gi);
+                    } else {
+                        classes[ci].selected_by.push(gi);
+                    }
+                }
+            }
+            let c = &mut classes[ci];
+            c.touches_topology = !c.selected_by.is_empty()
+                || !c.inverse_selected_by.is_empty()
+                || !c.term_groups.is_empty()
+                || !c.owns_inverse.is_empty();
+            let key = format!(
+                "{}|{:?}|{:?}|{:?}",
+                shape_key(info),
+                c.selected_by,
+                c.inverse_selected_by,
+                c.owns_inverse
+            );
+            let next = cache_ids.len();
+            c.cache = *cache_ids.entry(key).or_insert(next);
+        }
+        // Count existing pods.
+        for (ni, (e, pods)) in input.existing_nodes.iter().zip(&existing_infos).enumerate() {
+            let node_labels: BTreeMap<String, String> = e
+                .node
+                .metadata
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (labels::normalize(k).to_string(), v.clone()))
+                .collect();
+            let name = node_labels
+                .get(labels::HOSTNAME)
+                .cloned()
+                .unwrap_or_else(|| existing_name(e, ni));
+            for p in pods {
+                for g in groups.iter_mut() {
+                    let domain = if g.term.key == labels::HOSTNAME {
+                        Some(name.clone())
+                    } else {
+                        node_labels.get(&g.term.key).cloned()
+                    };
+                    let Some(d) = domain else { continue };
+                    let hit = if g.inverse {
+                        p.required_topology.contains(&g.term)
+                    } else {
+                        g.term.selects(&p.namespace, &p.labels)
+                    };
+                    if hit {
+                        *g.counts.entry(d).or_insert(0) += 1;
+                        g.total += 1;
+                    }
+                }
+            }
+        }
+
+        Ok(Ctx {
+            options: &input.options,
+            res_names,
+            res_index,
+            types,
+            provs,
+            order,
+            classes,
+            pod_class,
+            universe,
+            groups_init: groups,
+            existing: &input.existing_nodes,
+        })
+    }
+}

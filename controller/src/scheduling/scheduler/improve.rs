@@ -1,0 +1,339 @@
+//! The price-improvement pass: balanced re-packing and re-splitting into cheaper nodes.
+
+use super::*;
+
+// === impl State (improvement) ===
+
+impl State {
+    /// Cheapest (capacity type, price, upper-bound flag) of an option under requirements.
+    pub(super) fn option_price(t: &InstanceType, reqs: &Requirements, ct: &str) -> (f64, bool) {
+        match t.cheapest_price(reqs, Some(ct)) {
+            Some(p) => (p, false),
+            None => match t.cheapest_price(reqs, None) {
+                Some(p) => (p, true),
+                None => {
+                    let any = t
+                        .offerings
+                        .iter()
+                        .filter_map(|o| o.price)
+                        .min_by(f64::total_cmp);
+                    (any.unwrap_or(f64::MAX), true)
+                }
+            },
+        }
+    }
+
+    pub(super) fn node_capacity_type(ctx: &Ctx<'_>, node: &NodeState) -> String {
+        let prov = &ctx.provs[node.prov];
+        let spot = node
+            .reqs
+            .allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT)
+            && node.options.iter().any(|&o| {
+                ctx.types[prov.types[o]].has_offering(&node.reqs, Some(labels::CAPACITY_TYPE_SPOT))
+            });
+        if spot {
+            labels::CAPACITY_TYPE_SPOT.to_string()
+        } else {
+            labels::CAPACITY_TYPE_ON_DEMAND.to_string()
+        }
+    }
+
+    pub(super) fn node_price(ctx: &Ctx<'_>, node: &NodeState) -> f64 {
+        let ct = Self::node_capacity_type(ctx, node);
+        let prov = &ctx.provs[node.prov];
+        node.options
+            .iter()
+            .map(|&o| Self::option_price(ctx.types[prov.types[o]], &node.reqs, &ct).0)
+            .min_by(f64::total_cmp)
+            .unwrap_or(f64::MAX)
+    }
+
+    /// Re-packs the topology-free pods of each provisioner's new nodes, choosing for each node
+    /// the pod class that keeps its cpu and memory use balanced; keeps the result when cheaper.
+    pub(super) fn rebalance(&mut self, ctx: &Ctx<'_>, infos: &[PodInfo]) {
+        for pi in 0..ctx.provs.len() {
+            let simple: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| {
+                    let n = &self.nodes[i];
+                    n.existing.is_none()
+                        && n.prov == pi
+                        && !n.pods.is_empty()
+                        && n.pods
+                            .iter()
+                            .all(|&p| !ctx.classes[ctx.pod_class[p]].touches_topology)
+                })
+                .collect();
+            if simple.len() < 2 {
+                continue;
+            }
+            let current: f64 = simple
+                .iter()
+                .map(|&i| Self::node_price(ctx, &self.nodes[i]))
+                .sum();
+            let pods: Vec<usize> = simple
+                .iter()
+                .flat_map(|&i| self.nodes[i].pods.iter().copied())
+                .collect();
+            let Some(packed) = self.balanced_pack(ctx, infos, pi, &pods) else {
+                continue;
+            };
+            let total: f64 = packed.iter().map(|n| Self::node_price(ctx, n)).sum();
+            if total + 1e-9 >= current || !self.within_limits(ctx, pi, &simple, &packed) {
+                continue;
+            }
+            let first = simple[0];
+            let mut kept = Vec::with_capacity(self.nodes.len());
+            for (i, n) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
+                if i == first {
+                    for mut p in packed.iter().cloned() {
+                        p.name = format!("new-{}", self.new_count);
+                        self.new_count += 1;
+                        kept.push(p);
+                    }
+                }
+                if simple.binary_search(&i).is_err() {
+                    kept.push(n);
+                }
+            }
+            self.nodes = kept;
+            self.recount_limits(ctx);
+        }
+    }
+
+    /// Whether replacing the new nodes `removed` (indices) by `added` keeps the provisioner
+    /// within its limits.
+    pub(super) fn within_limits(
+        &self,
+        ctx: &Ctx<'_>,
+        pi: usize,
+        removed: &[usize],
+        added: &[NodeState],
+    ) -> bool {
+        let prov = &ctx.provs[pi];
+        let Some(limits) = &prov.limits else {
+            return true;
+        };
+        let mut total = prov.existing_used.clone();
+        let kept = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| n.existing.is_none() && n.prov == pi && !removed.contains(i))
+            .map(|(_, n)| n);
+        for n in kept.chain(added.iter()) {
+            for (t, m) in total.iter_mut().zip(&n.limit_max) {
+                *t += m;
+            }
+        }
+        total
+            .iter()
+            .zip(limits)
+            .all(|(t, l)| *l == i64::MAX || t <= l)
+    }
+
+    /// Next-fit packing that picks, for the open node, the pod class keeping cpu and memory
+    /// use closest to the node's shape (ties: the larger pod first).
+    pub(super) fn balanced_pack(
+        &self,
+        ctx: &Ctx<'_>,
+        infos: &[PodInfo],
+        pi: usize,
+        pods: &[usize],
+    ) -> Option<Vec<NodeState>> {
+        let cpu = ctx.res_index[resources::CPU];
+        let mem = ctx.res_index[resources::MEMORY];
+        let prov = &ctx.provs[pi];
+        let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut rep_of: HashMap<usize, usize> = HashMap::new();
+        for &p in pods {
+            let c = ctx.pod_class[p];
+            let rep = *rep_of.entry(ctx.classes[c].cache).or_insert(c);
+            by_class.entry(rep).or_default().push(p);
+        }
+        let mut queues: Vec<(usize, Vec<usize>)> = by_class
+            .into_iter()
+            .map(|(c, mut v)| {
+                v.reverse();
+                (c, v)
+            })
+            .collect();
+        let effs: Vec<Effective> = queues
+            .iter()
+            .map(|(c, v)| self.effective(ctx, &infos[v[0]], *c, &Relax::default()))
+            .collect();
+        let compats: Vec<Rc<Vec<bool>>> = effs
+            .iter()
+            .map(|e| Rc::new(class_compat(ctx, pi, &e.reqs)))
+            .collect();
+        let mut left: usize = pods.len();
+        let mut out = Vec::new();
+        while left > 0 {
+            let mut node = self.fresh_node(ctx, pi, None);
+            let (mut ac, mut am) = (1i64, 1i64);
+            for o in 0..prov.types.len() {
+                ac = ac.max(prov.alloc[o][cpu]);
+                am = am.max(prov.alloc[o][mem]);
+            }
+            let mut blocked = vec![false; queues.len()];
+            loop {
+                let mut best: Option<(usize, f64, f64)> = None;
+                for (qi, (c, q)) in queues.iter().enumerate() {
+                    if q.is_empty() || blocked[qi] {
+                        continue;
+                    }
+                    let r = &ctx.classes[*c].requests;
+                    let uc = (node.used[cpu] + r[cpu]) as f64 / ac as f64;
+                    let um = (node.used[mem] + r[mem]) as f64 / am as f64;
+                    let score = (uc - um).abs();
+                    let size = r[cpu] as f64 / ac as f64 + r[mem] as f64 / am as f64;
+                    let better = match best {
+                        None => true,
+                        Some((_, s, z)) => score < s - 1e-12 || (score <= s + 1e-12 && size > z),
+                    };
+                    if better {
+                        best = Some((qi, score, size));
+                    }
+                }
+                let Some((qi, _, _)) = best else { break };
+                let (c, q) = &mut queues[qi];
+                let Some(&p) = q.last() else { break };
+                let fresh = node.pods.is_empty();
+                match self.try_new(ctx, &infos[p], *c, &effs[qi], &node, &compats[qi], fresh) {
+                    Ok(u) => {
+                        apply(&mut node, u, &ctx.classes[*c].requests, &infos[p]);
+                        node.pods.push(p);
+                        q.pop();
+                        left -= 1;
+                    }
+                    Err(_) => blocked[qi] = true,
+                }
+            }
+            if node.pods.is_empty() {
+                return None;
+            }
+            out.push(node);
+        }
+        Some(out)
+    }
+
+    /// Price improvement: re-split nodes into cheaper ones where that lowers the total.
+    pub(super) fn improve(&mut self, ctx: &Ctx<'_>, infos: &[PodInfo]) {
+        self.rebalance(ctx, infos);
+        let cpu = ctx.res_index[resources::CPU];
+        let mem = ctx.res_index[resources::MEMORY];
+        let mut i = self.nodes.len();
+        while i > 0 {
+            i -= 1;
+            let node = &self.nodes[i];
+            if node.existing.is_some()
+                || node
+                    .pods
+                    .iter()
+                    .any(|&p| ctx.classes[ctx.pod_class[p]].touches_topology)
+            {
+                continue;
+            }
+            let prov_i = node.prov;
+            let prov = &ctx.provs[prov_i];
+            let current = Self::node_price(ctx, node);
+            // Candidate price caps: distinct cheaper prices among the provisioner's types.
+            let ct = Self::node_capacity_type(ctx, node);
+            let mut caps: Vec<f64> = prov
+                .types
+                .iter()
+                .map(|&t| Self::option_price(ctx.types[t], &prov.reqs, &ct).0)
+                .filter(|p| *p < current)
+                .collect();
+            caps.sort_by(|a, b| b.total_cmp(a));
+            caps.dedup();
+            caps.truncate(6);
+            let mut pods = node.pods.clone();
+            pods.sort_by(|a, b| {
+                let ra = &ctx.classes[ctx.pod_class[*a]].requests;
+                let rb = &ctx.classes[ctx.pod_class[*b]].requests;
+                rb[cpu]
+                    .cmp(&ra[cpu])
+                    .then(rb[mem].cmp(&ra[mem]))
+                    .then(a.cmp(b))
+            });
+            let mut best: Option<(f64, Vec<NodeState>)> = None;
+            for cap in caps {
+                if let Some(split) = self.repack(ctx, infos, prov_i, &pods, cap) {
+                    let total: f64 = split.iter().map(|n| Self::node_price(ctx, n)).sum();
+                    if total + 1e-9 < best.as_ref().map_or(current, |b| b.0) {
+                        best = Some((total, split));
+                    }
+                }
+            }
+            let best = best.filter(|(_, split)| self.within_limits(ctx, prov_i, &[i], split));
+            if let Some((_, split)) = best {
+                let mut split = split;
+                for n in &mut split {
+                    n.name = format!("new-{}", self.new_count);
+                    self.new_count += 1;
+                }
+                self.nodes.splice(i..=i, split);
+                self.recount_limits(ctx);
+            }
+        }
+    }
+
+    /// Packs pods into fresh nodes of one provisioner using only types priced at most `cap`.
+    pub(super) fn repack(
+        &self,
+        ctx: &Ctx<'_>,
+        infos: &[PodInfo],
+        prov_i: usize,
+        pods: &[usize],
+        cap: f64,
+    ) -> Option<Vec<NodeState>> {
+        let prov = &ctx.provs[prov_i];
+        let allowed: Vec<usize> = (0..prov.types.len())
+            .filter(|&o| {
+                let t = ctx.types[prov.types[o]];
+                let ct = if prov
+                    .reqs
+                    .allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT)
+                    && t.has_offering(&prov.reqs, Some(labels::CAPACITY_TYPE_SPOT))
+                {
+                    labels::CAPACITY_TYPE_SPOT
+                } else {
+                    labels::CAPACITY_TYPE_ON_DEMAND
+                };
+                Self::option_price(t, &prov.reqs, ct).0 <= cap
+            })
+            .collect();
+        if allowed.is_empty() {
+            return None;
+        }
+        let mut out: Vec<NodeState> = Vec::new();
+        let mut compat_cache: HashMap<usize, Rc<Vec<bool>>> = HashMap::new();
+        for &p in pods {
+            let info = &infos[p];
+            let class = ctx.pod_class[p];
+            let eff = self.effective(ctx, info, class, &Relax::default());
+            let cm = compat_cache
+                .entry(class)
+                .or_insert_with(|| Rc::new(class_compat(ctx, prov_i, &eff.reqs)))
+                .clone();
+            let req = &ctx.classes[class].requests;
+            let mut placed = false;
+            for n in out.iter_mut() {
+                if let Ok(u) = self.try_new(ctx, info, class, &eff, n, &cm, false) {
+                    apply(n, u, req, info);
+                    n.pods.push(p);
+                    placed = true;
+                    break;
+                }
+            }
+            if !placed {
+                let mut n = self.fresh_node(ctx, prov_i, Some(&allowed));
+                let u = self.try_new(ctx, info, class, &eff, &n, &cm, true).ok()?;
+                apply(&mut n, u, req, info);
+                n.pods.push(p);
+                out.push(n);
+            }
+        }
+        Some(out)
+    }
+}

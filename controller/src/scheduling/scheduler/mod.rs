@@ -1,0 +1,359 @@
+//! The packer: first-fit-decreasing over existing nodes, this round's new nodes and a new node
+//! per provisioner (by weight), with topology, relaxation of preferences, provisioner limits,
+//! and a price-improvement pass.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::api::labels;
+use crate::api::provisioner::Taint;
+use crate::api::Provisioner;
+
+use super::decision::{Decision, ExistingNodePlacement, NewNode, Relaxation, Unschedulable};
+use super::instance_type::InstanceType;
+use super::pod::{friendly_key, PodError, PodInfo, TermKind, TopologyTerm};
+use super::requirements::{RequirementError, Requirements, ValueSet};
+use super::resources::{self, ResourceError, ResourceList};
+
+mod context;
+mod explain;
+mod improve;
+mod packing;
+
+/// Errors that stop a scheduling round before packing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulingError {
+    /// A pod could not be converted.
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    /// A provisioner's requirements are invalid.
+    #[error("provisioner {provisioner}: {source}")]
+    Provisioner {
+        /// Provisioner name.
+        provisioner: String,
+        /// The cause.
+        #[source]
+        source: RequirementError,
+    },
+    /// A node's resources are invalid.
+    #[error("node {node}: {source}")]
+    Node {
+        /// Node name.
+        node: String,
+        /// The cause.
+        #[source]
+        source: ResourceError,
+    },
+}
+
+/// Tuning knobs of a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerOptions {
+    /// Most instance-type options passed on per new node.
+    pub max_instance_type_options: usize,
+    /// Run the price-improvement pass after first-fit-decreasing.
+    pub improve: bool,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            max_instance_type_options: 60,
+            improve: true,
+        }
+    }
+}
+
+/// A node that already exists (or is in flight) with the pods bound to it.
+#[derive(Debug, Clone, Default)]
+pub struct ExistingNode {
+    /// The Node object (name, labels, taints, allocatable).
+    pub node: Node,
+    /// Pods already bound to it.
+    pub pods: Vec<Pod>,
+}
+
+/// Everything a round needs besides the pending pods.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerInput {
+    /// Provisioners, already defaulted.
+    pub provisioners: Vec<Provisioner>,
+    /// Instance types available to every provisioner.
+    pub instance_types: Vec<InstanceType>,
+    /// Per-provisioner instance types replacing the shared list for that provisioner.
+    pub instance_types_by_provisioner: BTreeMap<String, Vec<InstanceType>>,
+    /// Existing nodes with their pods.
+    pub existing_nodes: Vec<ExistingNode>,
+    /// DaemonSets whose pods land on new nodes.
+    pub daemonsets: Vec<DaemonSet>,
+    /// Tuning.
+    pub options: SchedulerOptions,
+}
+
+/// The packing engine for one round.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    input: SchedulerInput,
+}
+
+// === impl Scheduler ===
+
+impl Scheduler {
+    /// A scheduler over the given inputs.
+    pub fn new(input: SchedulerInput) -> Self {
+        Scheduler { input }
+    }
+
+    /// Packs the pending pods and returns the decision.
+    pub fn solve(&self, pods: &[Pod]) -> Result<Decision, SchedulingError> {
+        let mut infos = Vec::with_capacity(pods.len());
+        for p in pods {
+            infos.push(PodInfo::from_pod(p)?);
+        }
+        let ctx = Ctx::build(&self.input, &infos)?;
+        let mut state = State::new(&ctx)?;
+        state.run(&ctx, &infos);
+        if ctx.options.improve {
+            state.improve(&ctx, &infos);
+        }
+        Ok(state.decision(&ctx, &infos))
+    }
+}
+
+/// Which of a provisioner's instance types (by position) a pod class is compatible with.
+type Compat = Rc<Vec<bool>>;
+
+/// Dense resource vector (milli-units), indexed by [`Ctx::res_index`].
+type Res = Vec<i64>;
+
+struct Prov {
+    name: String,
+    reqs: Requirements,
+    taints: Vec<Taint>,
+    /// Global instance-type indices.
+    types: Vec<usize>,
+    alloc: Vec<Res>,
+    /// Allocatable before daemonset overhead, for messages.
+    alloc_raw: Vec<Res>,
+    cap: Vec<Res>,
+    /// Price order key per type (cheapest allowed offering), f64::MAX when none.
+    limits: Option<Res>,
+    existing_used: Res,
+    has_prefer_no_schedule: bool,
+    /// Label keys defined by the provisioner's instance types.
+    type_label_keys: BTreeSet<String>,
+}
+
+struct Group {
+    term: TopologyTerm,
+    /// Counts inverse owners instead of selected pods.
+    inverse: bool,
+    counts: HashMap<String, u32>,
+    total: u32,
+}
+
+struct Class {
+    requests: Res,
+    /// Groups (non-inverse) that select pods of this class.
+    selected_by: Vec<usize>,
+    /// Inverse groups whose selector selects pods of this class.
+    inverse_selected_by: Vec<usize>,
+    /// Inverse groups this class owns (its required anti-affinity terms).
+    owns_inverse: Vec<usize>,
+    /// Group of each topology term of the pod, keyed by term.
+    term_groups: HashMap<TopologyTerm, usize>,
+    /// Whether moving the pod could change topology counts.
+    touches_topology: bool,
+    /// Equivalence id: classes with the same id behave the same on every node.
+    cache: usize,
+}
+
+struct Ctx<'a> {
+    options: &'a SchedulerOptions,
+    res_names: Vec<String>,
+    res_index: HashMap<String, usize>,
+    types: Vec<&'a InstanceType>,
+    provs: Vec<Prov>,
+    /// Provisioner indices by weight desc, then name.
+    order: Vec<usize>,
+    classes: Vec<Class>,
+    pod_class: Vec<usize>,
+    universe: HashMap<String, BTreeSet<String>>,
+    groups_init: Vec<Group>,
+    existing: &'a [ExistingNode],
+}
+
+#[derive(Clone)]
+struct NodeState {
+    /// Existing node index, or None for a new node.
+    existing: Option<usize>,
+    prov: usize,
+    name: String,
+    reqs: Requirements,
+    labels: BTreeMap<String, String>,
+    taints: Vec<Taint>,
+    /// Positions into the provisioner's type list (new nodes).
+    options: Vec<usize>,
+    used: Res,
+    /// Allocatable of existing nodes.
+    avail: Res,
+    pods: Vec<usize>,
+    ports: Vec<(String, String, i32)>,
+    /// Max capacity over options, counted against limits.
+    limit_max: Res,
+}
+
+/// Why a pod did not fit a new node of a provisioner.
+#[derive(Debug, Clone, PartialEq)]
+enum Fail {
+    Taint(Taint),
+    Requirement(String),
+    NoInstanceType,
+    Resources,
+    Limits,
+    HostPorts,
+    Topology(usize),
+    /// No option is offered in the topology domain the node was pinned to.
+    Pinned,
+}
+
+/// How a node changes when a pod is added.
+struct Update {
+    reqs: Option<Requirements>,
+    options: Vec<usize>,
+    limit_max: Res,
+}
+
+/// Applies an update for a pod (without recording the pod itself).
+fn apply(node: &mut NodeState, u: Update, req: &[i64], info: &PodInfo) {
+    if let Some(r) = u.reqs {
+        node.reqs = r;
+    }
+    node.options = u.options;
+    node.limit_max = u.limit_max;
+    for (x, r) in node.used.iter_mut().zip(req) {
+        *x += r;
+    }
+    node.ports.extend(info.host_ports.iter().cloned());
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Relax {
+    req_term: usize,
+    pref_aff: usize,
+    pref_anti: usize,
+    pref_node: usize,
+    soft_spread: usize,
+    prefer_no_schedule: bool,
+}
+
+struct Effective {
+    reqs: Requirements,
+    terms: Vec<usize>,
+    tolerate_prefer: bool,
+}
+
+struct State {
+    nodes: Vec<NodeState>,
+    groups: Vec<Group>,
+    /// In-flight usage counted against limits, per provisioner.
+    limit_used: Vec<Res>,
+    /// Nodes known to reject a (class, relaxation level) for good, as bitsets.
+    dead: HashMap<(usize, usize), Vec<u64>>,
+    /// Per (class, relaxation level): which of each provisioner's types are compatible.
+    compat: HashMap<(usize, usize), Vec<Option<Compat>>>,
+    unschedulable: Vec<(usize, Vec<(usize, Fail)>)>,
+    relaxed: Vec<(usize, Vec<String>)>,
+    new_count: usize,
+}
+
+fn dense(list: &ResourceList, index: &HashMap<String, usize>, n: usize) -> Res {
+    let mut v = vec![0; n];
+    for (k, q) in list {
+        if let Some(i) = index.get(k) {
+            v[*i] = *q;
+        }
+    }
+    v
+}
+
+fn fits(used: &[i64], req: &[i64], alloc: &[i64]) -> bool {
+    used.iter()
+        .zip(req)
+        .zip(alloc)
+        .all(|((u, r), a)| *r == 0 || u + r <= *a)
+}
+
+fn daemonset_pod(ds: &DaemonSet) -> Pod {
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    Pod {
+        metadata: template.metadata.unwrap_or_default(),
+        spec: template.spec,
+        status: None,
+    }
+}
+
+fn existing_name(e: &ExistingNode, i: usize) -> String {
+    e.node
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("node-{i}"))
+}
+
+fn class_key(info: &PodInfo) -> String {
+    format!("{}|{:?}|{}", info.namespace, info.labels, shape_key(info))
+}
+
+/// Everything but namespace and labels: pods with equal shapes and equal topology selection
+/// behave the same on every node.
+fn shape_key(info: &PodInfo) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        info.requests,
+        info.node_selector,
+        info.required_terms,
+        info.preferred_terms,
+        info.tolerations,
+        info.host_ports,
+        info.required_topology,
+        info.soft_spreads,
+        info.preferred_affinity,
+        info.preferred_anti_affinity
+    )
+}
+
+impl Group {
+    fn count(&self, d: &str) -> u32 {
+        self.counts.get(d).copied().unwrap_or(0)
+    }
+}
+
+fn check_taints(taints: &[Taint], info: &PodInfo, tolerate_prefer: bool) -> Result<(), Fail> {
+    for t in taints {
+        if t.effect == "PreferNoSchedule" && tolerate_prefer {
+            continue;
+        }
+        if !info.tolerates(t) {
+            return Err(Fail::Taint(t.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Which of a provisioner's types are compatible with the pod's requirements.
+fn class_compat(ctx: &Ctx<'_>, pi: usize, reqs: &Requirements) -> Vec<bool> {
+    let prov = &ctx.provs[pi];
+    let combined = prov.reqs.intersection(reqs);
+    prov.types
+        .iter()
+        .map(|&t| ctx.types[t].compatible(&combined))
+        .collect()
+}

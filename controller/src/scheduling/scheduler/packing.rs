@@ -1,0 +1,672 @@
+//! First-fit-decreasing placement: existing nodes, in-flight nodes, then a new node per
+//! provisioner; topology checks and relaxation of preferences.
+
+use super::*;
+
+// === impl State ===
+
+impl State {
+    pub(super) fn new(ctx: &Ctx<'_>) -> Result<Self, SchedulingError> {
+        let n = ctx.res_names.len();
+        let mut nodes = Vec::new();
+        for (i, e) in ctx.existing.iter().enumerate() {
+            let name = existing_name(e, i);
+            let node_labels: BTreeMap<String, String> = e
+                .node
+                .metadata
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (labels::normalize(k).to_string(), v.clone()))
+                .collect();
+            let status = e.node.status.as_ref();
+            let alloc = resources::parse_list(
+                status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
+            )
+            .map_err(|source| SchedulingError::Node {
+                node: name.clone(),
+                source,
+            })?;
+            let mut used = vec![0; n];
+            let mut ports = Vec::new();
+            for p in &e.pods {
+                if let Ok(info) = PodInfo::from_pod(p) {
+                    let d = dense(&info.requests, &ctx.res_index, n);
+                    for (x, y) in used.iter_mut().zip(&d) {
+                        *x += y;
+                    }
+                    ports.extend(info.host_ports.iter().cloned());
+                }
+            }
+            let mut avail = dense(&alloc, &ctx.res_index, n);
+            if !alloc.contains_key(resources::PODS) {
+                avail[ctx.res_index[resources::PODS]] = 110_000;
+            }
+            let taints = e
+                .node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| Taint {
+                            key: t.key.clone(),
+                            value: t.value.clone(),
+                            effect: t.effect.clone(),
+                            time_added: None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut labels_h = node_labels.clone();
+            labels_h
+                .entry(labels::HOSTNAME.to_string())
+                .or_insert_with(|| name.clone());
+            nodes.push(NodeState {
+                existing: Some(i),
+                prov: usize::MAX,
+                reqs: Requirements::from_labels(&labels_h),
+                name,
+                labels: labels_h,
+                taints,
+                options: Vec::new(),
+                used,
+                avail,
+                pods: Vec::new(),
+                ports,
+                limit_max: Vec::new(),
+            });
+        }
+        Ok(State {
+            nodes,
+            groups: ctx
+                .groups_init
+                .iter()
+                .map(|g| Group {
+                    term: g.term.clone(),
+                    inverse: g.inverse,
+                    counts: g.counts.clone(),
+                    total: g.total,
+                })
+                .collect(),
+            limit_used: vec![vec![0; n]; ctx.provs.len()],
+            dead: HashMap::new(),
+            compat: HashMap::new(),
+            unschedulable: Vec::new(),
+            relaxed: Vec::new(),
+            new_count: 0,
+        })
+    }
+
+    pub(super) fn run(&mut self, ctx: &Ctx<'_>, infos: &[PodInfo]) {
+        let cpu = ctx.res_index[resources::CPU];
+        let mem = ctx.res_index[resources::MEMORY];
+        let mut order: Vec<usize> = (0..infos.len()).collect();
+        order.sort_by(|a, b| {
+            let ra = &ctx.classes[ctx.pod_class[*a]].requests;
+            let rb = &ctx.classes[ctx.pod_class[*b]].requests;
+            rb[cpu]
+                .cmp(&ra[cpu])
+                .then(rb[mem].cmp(&ra[mem]))
+                .then(ctx.pod_class[*a].cmp(&ctx.pod_class[*b]))
+                .then(a.cmp(b))
+        });
+        for p in order {
+            self.schedule_pod(ctx, infos, p);
+        }
+        // Like Karpenter's queue: retry failures while others keep landing (pod affinity to a
+        // pod scheduled later in the same round).
+        loop {
+            let failed = std::mem::take(&mut self.unschedulable);
+            if failed.is_empty() {
+                break;
+            }
+            let before = failed.len();
+            for (p, _) in failed {
+                self.schedule_pod(ctx, infos, p);
+            }
+            if self.unschedulable.len() >= before {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn effective(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        r: &Relax,
+    ) -> Effective {
+        let mut reqs = info.node_selector.clone();
+        if let Some(t) = info.required_terms.get(r.req_term) {
+            reqs.add_all(t);
+        }
+        if let Some((_, t)) = info.preferred_terms.get(r.pref_node) {
+            reqs.add_all(t);
+        }
+        let c = &ctx.classes[class];
+        let g = |t: &TopologyTerm| c.term_groups.get(t).copied();
+        let terms = info
+            .required_topology
+            .iter()
+            .filter_map(g)
+            .chain(info.soft_spreads.iter().skip(r.soft_spread).filter_map(g))
+            .chain(
+                info.preferred_affinity
+                    .iter()
+                    .skip(r.pref_aff)
+                    .filter_map(|(_, t)| g(t)),
+            )
+            .chain(
+                info.preferred_anti_affinity
+                    .iter()
+                    .skip(r.pref_anti)
+                    .filter_map(|(_, t)| g(t)),
+            )
+            .collect();
+        Effective {
+            reqs,
+            terms,
+            tolerate_prefer: r.prefer_no_schedule,
+        }
+    }
+
+    /// The next relaxation, in Karpenter's order, with its description.
+    pub(super) fn relax(ctx: &Ctx<'_>, info: &PodInfo, r: &mut Relax) -> Option<String> {
+        if info.required_terms.len() > r.req_term + 1 {
+            r.req_term += 1;
+            return Some(format!(
+                "required node affinity term {} ({}) removed; trying the next term",
+                r.req_term - 1,
+                info.required_terms[r.req_term - 1]
+            ));
+        }
+        if let Some((w, t)) = info.preferred_affinity.get(r.pref_aff) {
+            r.pref_aff += 1;
+            return Some(format!("preferred {} (weight {w}) removed", t.describe()));
+        }
+        if let Some((w, t)) = info.preferred_anti_affinity.get(r.pref_anti) {
+            r.pref_anti += 1;
+            return Some(format!("preferred {} (weight {w}) removed", t.describe()));
+        }
+        if let Some((w, t)) = info.preferred_terms.get(r.pref_node) {
+            r.pref_node += 1;
+            return Some(format!(
+                "preferred node affinity ({t}) (weight {w}) removed"
+            ));
+        }
+        if let Some(t) = info.soft_spreads.get(r.soft_spread) {
+            r.soft_spread += 1;
+            return Some(format!("ScheduleAnyway {} removed", t.describe()));
+        }
+        if !r.prefer_no_schedule && ctx.provs.iter().any(|p| p.has_prefer_no_schedule) {
+            r.prefer_no_schedule = true;
+            return Some("PreferNoSchedule taints tolerated".to_string());
+        }
+        None
+    }
+
+    pub(super) fn schedule_pod(&mut self, ctx: &Ctx<'_>, infos: &[PodInfo], p: usize) {
+        let info = &infos[p];
+        let class = ctx.pod_class[p];
+        let mut relax = Relax::default();
+        let mut relaxed = Vec::new();
+        loop {
+            let eff = self.effective(ctx, info, class, &relax);
+            match self.try_place(ctx, info, class, p, &eff, relaxed.len()) {
+                Ok(()) => {
+                    if !relaxed.is_empty() {
+                        self.relaxed.push((p, relaxed));
+                    }
+                    return;
+                }
+                Err(fails) => match Self::relax(ctx, info, &mut relax) {
+                    Some(what) => relaxed.push(what),
+                    None => {
+                        self.unschedulable.push((p, fails));
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Whether a failure stays a failure as the round goes on (nodes only fill up, topology
+    /// counts only grow): then the node is skipped for the same class and relaxation level.
+    pub(super) fn permanent(&self, f: &Fail) -> bool {
+        match f {
+            Fail::Taint(_)
+            | Fail::Requirement(_)
+            | Fail::NoInstanceType
+            | Fail::Resources
+            | Fail::HostPorts => true,
+            Fail::Limits | Fail::Pinned => false,
+            Fail::Topology(g) => {
+                let g = &self.groups[*g];
+                g.inverse
+                    || match g.term.kind {
+                        TermKind::AntiAffinity => true,
+                        TermKind::Spread { .. } => g.term.key == labels::HOSTNAME,
+                        TermKind::Affinity => false,
+                    }
+            }
+        }
+    }
+
+    pub(super) fn try_place(
+        &mut self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        p: usize,
+        eff: &Effective,
+        level: usize,
+    ) -> Result<(), Vec<(usize, Fail)>> {
+        let key = (ctx.classes[class].cache, level);
+        let mut dead = self.dead.remove(&key).unwrap_or_default();
+        let mut compat = self.compat.remove(&key).unwrap_or_default();
+        compat.resize(ctx.provs.len(), None);
+        let result = self.try_place_inner(ctx, info, class, p, eff, &mut dead, &mut compat);
+        self.compat.insert(key, compat);
+        self.dead.insert(key, dead);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn try_place_inner(
+        &mut self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        p: usize,
+        eff: &Effective,
+        dead: &mut Vec<u64>,
+        compat: &mut [Option<Compat>],
+    ) -> Result<(), Vec<(usize, Fail)>> {
+        let req = &ctx.classes[class].requests;
+        for i in 0..self.nodes.len() {
+            if dead.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0) {
+                continue;
+            }
+            let attempt = if self.nodes[i].existing.is_some() {
+                self.try_existing(ctx, info, class, eff, i)
+            } else {
+                let prov = self.nodes[i].prov;
+                let cm = compat[prov]
+                    .get_or_insert_with(|| Rc::new(class_compat(ctx, prov, &eff.reqs)))
+                    .clone();
+                let r = self.try_new(ctx, info, class, eff, &self.nodes[i], &cm, false);
+                r.map(|u| apply(&mut self.nodes[i], u, req, info))
+            };
+            match attempt {
+                Ok(()) => {
+                    self.commit(ctx, info, class, p, i);
+                    return Ok(());
+                }
+                Err(f) => {
+                    if self.permanent(&f) {
+                        if dead.len() <= i / 64 {
+                            dead.resize(i / 64 + 1, 0);
+                        }
+                        dead[i / 64] |= 1 << (i % 64);
+                    }
+                }
+            }
+        }
+        let mut fails = Vec::new();
+        for &pi in &ctx.order {
+            let cm = compat[pi]
+                .get_or_insert_with(|| Rc::new(class_compat(ctx, pi, &eff.reqs)))
+                .clone();
+            let mut fresh = self.fresh_node(ctx, pi, None);
+            match self.try_new(ctx, info, class, eff, &fresh, &cm, true) {
+                Ok(u) => {
+                    apply(&mut fresh, u, req, info);
+                    fresh.name = format!("new-{}", self.new_count);
+                    self.new_count += 1;
+                    self.nodes.push(fresh);
+                    let i = self.nodes.len() - 1;
+                    self.commit(ctx, info, class, p, i);
+                    return Ok(());
+                }
+                Err(f) => fails.push((pi, f)),
+            }
+        }
+        Err(fails)
+    }
+
+    /// An empty new node of a provisioner, optionally restricted to some options.
+    pub(super) fn fresh_node(
+        &self,
+        ctx: &Ctx<'_>,
+        pi: usize,
+        options: Option<&[usize]>,
+    ) -> NodeState {
+        let prov = &ctx.provs[pi];
+        NodeState {
+            existing: None,
+            prov: pi,
+            name: String::new(),
+            reqs: prov.reqs.clone(),
+            labels: BTreeMap::new(),
+            taints: prov.taints.clone(),
+            options: options.map_or_else(|| (0..prov.types.len()).collect(), <[usize]>::to_vec),
+            used: vec![0; ctx.res_names.len()],
+            avail: Vec::new(),
+            pods: Vec::new(),
+            ports: Vec::new(),
+            limit_max: vec![0; ctx.res_names.len()],
+        }
+    }
+
+    pub(super) fn try_existing(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        i: usize,
+    ) -> Result<(), Fail> {
+        let node = &self.nodes[i];
+        check_taints(&node.taints, info, eff.tolerate_prefer)?;
+        if !eff.reqs.matches_labels(&node.labels) {
+            return Err(Fail::Requirement(String::new()));
+        }
+        if info.host_ports_conflict(&node.ports) {
+            return Err(Fail::HostPorts);
+        }
+        if !fits(&node.used, &ctx.classes[class].requests, &node.avail) {
+            return Err(Fail::Resources);
+        }
+        let mut reqs = node.reqs.clone();
+        self.check_topology(ctx, info, class, eff, node, &mut reqs, None)
+    }
+
+    /// Tries to add the pod to a new (or in-flight) node; returns how the node changes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn try_new(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        node: &NodeState,
+        compat: &[bool],
+        fresh: bool,
+    ) -> Result<Update, Fail> {
+        let prov = &ctx.provs[node.prov];
+        check_taints(&prov.taints, info, eff.tolerate_prefer)?;
+        if let Err(k) = node
+            .reqs
+            .compatible_with(&eff.reqs, |k| prov.type_label_keys.contains(k))
+        {
+            return Err(Fail::Requirement(k.to_string()));
+        }
+        if info.host_ports_conflict(&node.ports) {
+            return Err(Fail::HostPorts);
+        }
+        // Topology on fixed domains (hostname, pinned keys) before the costlier option scan.
+        if !eff.terms.is_empty() || !ctx.classes[class].inverse_selected_by.is_empty() {
+            let mut scratch = node.reqs.clone();
+            self.check_topology(ctx, info, class, eff, node, &mut scratch, Some(None))?;
+        }
+        let req = &ctx.classes[class].requests;
+        let mut reqs: Option<Requirements> = None;
+        if !eff.reqs.is_empty() {
+            let mut r = node.reqs.clone();
+            r.add_all(&eff.reqs);
+            if r != node.reqs {
+                reqs = Some(r);
+            }
+        }
+        let mut any_compat = false;
+        let mut options: Vec<usize> = Vec::with_capacity(node.options.len());
+        for &o in &node.options {
+            if !compat[o] {
+                continue;
+            }
+            if let (Some(r), false) = (&reqs, fresh) {
+                if !ctx.types[prov.types[o]].compatible(r) {
+                    continue;
+                }
+            }
+            any_compat = true;
+            if fits(&node.used, req, &prov.alloc[o]) {
+                options.push(o);
+            }
+        }
+        if !any_compat {
+            return Err(Fail::NoInstanceType);
+        }
+        if options.is_empty() {
+            return Err(Fail::Resources);
+        }
+        if !eff.terms.is_empty() || !ctx.classes[class].inverse_selected_by.is_empty() {
+            let mut r = reqs.clone().unwrap_or_else(|| node.reqs.clone());
+            let before = r.clone();
+            self.check_topology(
+                ctx,
+                info,
+                class,
+                eff,
+                node,
+                &mut r,
+                Some(Some((prov, &options))),
+            )?;
+            if r != before {
+                options.retain(|&o| ctx.types[prov.types[o]].compatible(&r));
+                if options.is_empty() {
+                    return Err(Fail::Pinned);
+                }
+                reqs = Some(r);
+            }
+        }
+        if let Some(limits) = &prov.limits {
+            let in_flight = &self.limit_used[node.prov];
+            // This node's current contribution is replaced by the new one.
+            options.retain(|&o| {
+                prov.cap[o].iter().enumerate().all(|(r, c)| {
+                    limits[r] == i64::MAX
+                        || prov.existing_used[r] + in_flight[r] - node.limit_max[r] + c <= limits[r]
+                })
+            });
+            if options.is_empty() {
+                return Err(Fail::Limits);
+            }
+        }
+        let mut limit_max = vec![0; ctx.res_names.len()];
+        if prov.limits.is_some() {
+            for &o in &options {
+                for (m, c) in limit_max.iter_mut().zip(&prov.cap[o]) {
+                    *m = (*m).max(*c);
+                }
+            }
+        }
+        Ok(Update {
+            reqs,
+            options,
+            limit_max,
+        })
+    }
+
+    pub(super) fn domain_of(node: &NodeState, reqs: &Requirements, key: &str) -> Option<String> {
+        if node.existing.is_some() {
+            return node.labels.get(key).cloned();
+        }
+        if key == labels::HOSTNAME {
+            return Some(node.name.clone());
+        }
+        reqs.get(key).and_then(|s| s.single()).map(str::to_string)
+    }
+
+    /// Checks (and for new nodes narrows) topology domains. `new` is `None` for existing
+    /// nodes, `Some(None)` for a pre-check that skips unpinned keys, and `Some(Some(..))` with
+    /// the node's remaining options for the full check.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_topology(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        node: &NodeState,
+        reqs: &mut Requirements,
+        new: Option<Option<(&Prov, &[usize])>>,
+    ) -> Result<(), Fail> {
+        let c = &ctx.classes[class];
+        let checks = eff
+            .terms
+            .iter()
+            .map(|g| (*g, false))
+            .chain(c.inverse_selected_by.iter().map(|g| (*g, true)));
+        for (gi, inverse) in checks {
+            let g = &self.groups[gi];
+            let key = g.term.key.as_str();
+            let allowed = |d: &str| -> bool {
+                let n = g.count(d);
+                if inverse {
+                    return n == 0;
+                }
+                match g.term.kind {
+                    TermKind::AntiAffinity => n == 0,
+                    TermKind::Affinity => {
+                        n > 0 || (g.total == 0 && g.term.selects(&info.namespace, &info.labels))
+                    }
+                    TermKind::Spread { max_skew } => {
+                        if key == labels::HOSTNAME {
+                            return n < max_skew;
+                        }
+                        let min = ctx
+                            .universe
+                            .get(key)
+                            .into_iter()
+                            .flatten()
+                            .filter(|d| eff.reqs.allows(key, d))
+                            .map(|d| g.count(d))
+                            .min()
+                            .unwrap_or(0);
+                        n < min + max_skew
+                    }
+                }
+            };
+            if node.existing.is_none() && key == labels::HOSTNAME {
+                if !allowed(&node.name) {
+                    return Err(Fail::Topology(gi));
+                }
+                continue;
+            }
+            if let Some(d) = Self::domain_of(node, reqs, key) {
+                if !allowed(&d) {
+                    return Err(Fail::Topology(gi));
+                }
+                continue;
+            }
+            let (prov, options) = match new {
+                None => return Err(Fail::Topology(gi)),
+                Some(None) => continue,
+                Some(Some(x)) => x,
+            };
+            if !reqs.has_key(key) && key != labels::ZONE && key != labels::CAPACITY_TYPE {
+                return Err(Fail::Topology(gi));
+            }
+            let mut candidates: Vec<&String> = ctx
+                .universe
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter(|d| reqs.allows(key, d) && allowed(d))
+                .collect();
+            if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+                candidates.retain(|d| {
+                    options.iter().any(|&o| {
+                        ctx.types[prov.types[o]].offerings.iter().any(|of| {
+                            of.available
+                                && crate::scheduling::instance_type::offering_allowed(of, reqs)
+                                && (if key == labels::ZONE {
+                                    &of.zone
+                                } else {
+                                    &of.capacity_type
+                                }) == *d
+                        })
+                    })
+                });
+            }
+            let pick = match g.term.kind {
+                TermKind::Affinity if !inverse => candidates
+                    .iter()
+                    .max_by(|a, b| g.count(a).cmp(&g.count(b)).then(b.cmp(a)))
+                    .copied(),
+                _ => candidates
+                    .iter()
+                    .min_by(|a, b| g.count(a).cmp(&g.count(b)).then(a.cmp(b)))
+                    .copied(),
+            };
+            match pick {
+                Some(d) => reqs.add(key, ValueSet::is_in([d.clone()])),
+                None => return Err(Fail::Topology(gi)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit(
+        &mut self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        p: usize,
+        i: usize,
+    ) {
+        let c = &ctx.classes[class];
+        let node = &mut self.nodes[i];
+        node.pods.push(p);
+        if node.existing.is_some() {
+            for (u, r) in node.used.iter_mut().zip(&c.requests) {
+                *u += r;
+            }
+            node.ports.extend(info.host_ports.iter().cloned());
+        }
+        let prov = node.prov;
+        let node = &self.nodes[i];
+        let hits: Vec<(usize, Option<String>)> = c
+            .selected_by
+            .iter()
+            .chain(c.owns_inverse.iter())
+            .map(|&g| {
+                (
+                    g,
+                    Self::domain_of(node, &node.reqs, &self.groups[g].term.key),
+                )
+            })
+            .collect();
+        for (g, d) in hits {
+            if let Some(d) = d {
+                *self.groups[g].counts.entry(d).or_insert(0) += 1;
+                self.groups[g].total += 1;
+            }
+        }
+        if prov != usize::MAX && ctx.provs[prov].limits.is_some() {
+            self.recount_limits(ctx);
+        }
+    }
+
+    pub(super) fn recount_limits(&mut self, ctx: &Ctx<'_>) {
+        for (pi, p) in ctx.provs.iter().enumerate() {
+            if p.limits.is_none() {
+                continue;
+            }
+            let mut total = vec![0; ctx.res_names.len()];
+            for n in self
+                .nodes
+                .iter()
+                .filter(|n| n.existing.is_none() && n.prov == pi)
+            {
+                for (t, m) in total.iter_mut().zip(&n.limit_max) {
+                    *t += m;
+                }
+            }
+            self.limit_used[pi] = total;
+        }
+    }
+}

@@ -1,0 +1,1300 @@
+//! Packing behaviour over Karpenter's fake catalog: binpacking, labels and operators, node
+//! affinity, taints, limits, weights, daemonsets, existing nodes, instance selection, GPUs,
+//! reasons, and the simulate entry point. Outcomes follow Karpenter's scheduling and
+//! instance-selection suites (intent ported, not code).
+
+mod scheduling_support;
+
+use karpenter::cloud::instance_types::{builtin_us_east_1, AwsCatalogOptions};
+use karpenter::scheduling::simulate::{simulate, SimulateError, SimulateOptions};
+use karpenter::scheduling::SchedulerOptions;
+use scheduling_support::*;
+use serde_json::json;
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+const ARCH: &str = "kubernetes.io/arch";
+const CT: &str = "karpenter.sh/capacity-type";
+const IT: &str = "node.kubernetes.io/instance-type";
+
+// --- binpacking ---
+
+#[test]
+fn schedules_one_pod_on_the_cheapest_type() {
+    let d = solve(&[pod("a").req("1", "512Mi").build()]);
+    assert_eq!(d.nodes.len(), 1);
+    let n = node_of(&d, "a");
+    assert_eq!(n.instance_type, "small-instance-type");
+    assert_eq!(n.capacity_type, "spot");
+    assert!((n.price_per_hour - 0.4).abs() < 1e-9);
+    assert!((d.total_price_per_hour - 0.4).abs() < 1e-9);
+}
+
+#[test]
+fn pod_too_large_for_every_type_is_unschedulable() {
+    let d = solve(&[pod("a").req("100", "").build()]);
+    assert!(d.nodes.is_empty());
+    let r = reason(&d, "a", "default");
+    assert!(
+        r.starts_with("pod requests 100 cpu; the largest instance type allowed by provisioner default (arm-instance-type) has 15900m allocatable"),
+        "{r}"
+    );
+}
+
+#[test]
+fn packs_small_pods_onto_one_node() {
+    let pods = pod("a").req("1", "256Mi").times(3);
+    let d = solve(&pods);
+    assert_eq!(d.nodes.len(), 1, "{d:?}");
+    assert_eq!(d.nodes[0].pods.len(), 3);
+    assert_eq!(d.nodes[0].instance_type, "default-instance-type");
+}
+
+#[test]
+fn pod_density_limits_the_node() {
+    let pods = pod("a").req("10m", "").times(6);
+    let d = solve(&pods);
+    assert_eq!(d.nodes.len(), 2);
+    assert_eq!(d.scheduled_count(), 6);
+}
+
+#[test]
+fn memory_drives_the_choice() {
+    let d = solve(&[pod("a").req("100m", "3Gi").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn pod_without_requests_schedules() {
+    let d = solve(&[pod("a").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "small-instance-type");
+}
+
+#[test]
+fn init_container_max_counts() {
+    let p = pod("a").req("1", "").spec(
+        "initContainers",
+        json!([{"name": "i", "resources": {"requests": {"cpu": "3"}}}]),
+    );
+    let d = solve(&[p.build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn pod_overhead_counts() {
+    let p = pod("a")
+        .req("1800m", "")
+        .spec("overhead", json!({"cpu": "200m"}));
+    let d = solve(&[p.build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn limits_default_requests() {
+    let p = pod("a").limit("cpu", "3");
+    let d = solve(&[p.build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn zero_request_of_unknown_resource_is_fine() {
+    let d = solve(&[pod("a").res("example.com/thing", "0").build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn unknown_extended_resource_is_unschedulable() {
+    let d = solve(&[pod("a").res("example.com/thing", "1").build()]);
+    assert!(!scheduled(&d, "a"));
+    assert!(reason(&d, "a", "default").contains("example.com/thing"));
+}
+
+#[test]
+fn ffd_places_large_pods_first() {
+    let mut pods = pod("small").req("500m", "").times(4);
+    pods.extend(pod("big").req("3", "").times(1));
+    let d = solve(&pods);
+    assert_eq!(d.scheduled_count(), 5);
+    let big = node_of(&d, "big-0");
+    assert!(big.pods.len() >= 2, "{d:?}");
+}
+
+#[test]
+fn many_pods_all_schedule() {
+    let pods = pod("a").req("1", "1Gi").times(40);
+    let d = solve(&pods);
+    assert_eq!(d.scheduled_count(), 40);
+    assert!(d.unschedulable.is_empty());
+}
+
+// --- GPUs and extended resources ---
+
+#[test]
+fn vendor_a_gpu_selects_gpu_type() {
+    let d = solve(&[pod("a").res("fake.com/vendor-a", "1").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "gpu-vendor-instance-type");
+}
+
+#[test]
+fn vendor_b_gpu_selects_other_type() {
+    let d = solve(&[pod("a").res("fake.com/vendor-b", "2").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "gpu-vendor-b-instance-type");
+}
+
+#[test]
+fn too_many_gpus_unschedulable() {
+    let d = solve(&[pod("a").res("fake.com/vendor-a", "3").build()]);
+    let r = reason(&d, "a", "default");
+    assert!(r.contains("fake.com/vendor-a"), "{r}");
+}
+
+#[test]
+fn gpu_pods_share_a_node_up_to_capacity() {
+    let pods = pod("a").res("fake.com/vendor-a", "1").times(3);
+    let d = solve(&pods);
+    assert_eq!(d.nodes.len(), 2);
+}
+
+#[test]
+fn single_pod_type_holds_one_pod() {
+    let pods = pod("a")
+        .selector(json!({IT: "single-pod-instance-type"}))
+        .times(2);
+    let d = solve(&pods);
+    assert_eq!(d.nodes.len(), 2);
+}
+
+#[test]
+fn aws_gpu_pod_lands_on_gpu_instance() {
+    let types = builtin_us_east_1(&AwsCatalogOptions::default()).unwrap();
+    let e = env(vec![prov(
+        "gpu",
+        json!({"requirements": [{"key": CT, "operator": "In", "values": ["on-demand"]}]}),
+    )])
+    .types(types);
+    let d = e.solve(&[pod("a").res("nvidia.com/gpu", "1").build()]);
+    let n = node_of(&d, "a");
+    assert!(
+        n.instance_type.starts_with('g') || n.instance_type.starts_with('p'),
+        "{}",
+        n.instance_type
+    );
+}
+
+// --- labels and operators ---
+
+#[test]
+fn zone_selector_pins_the_zone() {
+    let d = solve(&[pod("a").selector(json!({ZONE: "test-zone-3"})).build()]);
+    let n = node_of(&d, "a");
+    assert_eq!(n.zones, ["test-zone-3"]);
+    assert_eq!(
+        n.capacity_type, "on-demand",
+        "spot is not offered in zone 3"
+    );
+}
+
+#[test]
+fn arch_selector_picks_arm() {
+    let d = solve(&[pod("a").selector(json!({ARCH: "arm64"})).build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "arm-instance-type");
+}
+
+#[test]
+fn legacy_arch_label_is_normalised() {
+    let d = solve(&[pod("a")
+        .selector(json!({"beta.kubernetes.io/arch": "arm64"}))
+        .build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "arm-instance-type");
+}
+
+#[test]
+fn legacy_zone_label_is_normalised() {
+    let d = solve(&[pod("a")
+        .selector(json!({"failure-domain.beta.kubernetes.io/zone": "test-zone-2"}))
+        .build()]);
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-2"]);
+}
+
+#[test]
+fn undefined_custom_label_is_unschedulable() {
+    let d = solve(&[pod("a").selector(json!({"tier": "x"})).build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "label 'tier' has no known values"
+    );
+}
+
+#[test]
+fn custom_label_typo_is_hinted() {
+    let e = env(vec![prov("default", json!({"labels": {"teir": "web"}}))]);
+    let d = e.solve(&[pod("a").selector(json!({"tier": "web"})).build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "label 'tier' has no known values (typo of 'teir'?)"
+    );
+}
+
+#[test]
+fn provisioner_label_matches_selector() {
+    let e = env(vec![prov("default", json!({"labels": {"team": "a"}}))]);
+    let d = e.solve(&[pod("a").selector(json!({"team": "a"})).build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn provisioner_label_mismatch_is_explained() {
+    let e = env(vec![prov("default", json!({"labels": {"team": "a"}}))]);
+    let d = e.solve(&[pod("a").selector(json!({"team": "b"})).build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "pod requires team b; provisioner default allows a"
+    );
+}
+
+#[test]
+fn provisioner_zone_requirement_conflict_is_explained() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1", "test-zone-2"]}]}),
+    )]);
+    let d = e.solve(&[pod("a").selector(json!({ZONE: "test-zone-3"})).build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "pod requires zone test-zone-3; provisioner default allows test-zone-1, test-zone-2"
+    );
+}
+
+#[test]
+fn not_in_zone() {
+    let d = solve(&[pod("a")
+        .required(
+            json!([[{"key": ZONE, "operator": "NotIn", "values": ["test-zone-1", "test-zone-2"]}]]),
+        )
+        .build()]);
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-3"]);
+}
+
+#[test]
+fn exists_on_undefined_custom_label_fails() {
+    let d = solve(&[pod("a")
+        .required(json!([[{"key": "foo", "operator": "Exists"}]]))
+        .build()]);
+    assert!(!scheduled(&d, "a"));
+}
+
+#[test]
+fn does_not_exist_on_undefined_custom_label_is_fine() {
+    let d = solve(&[pod("a")
+        .required(json!([[{"key": "foo", "operator": "DoesNotExist"}]]))
+        .build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn not_in_on_undefined_custom_label_is_fine() {
+    let d = solve(&[pod("a")
+        .required(json!([[{"key": "foo", "operator": "NotIn", "values": ["x"]}]]))
+        .build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn gt_on_integer_label() {
+    let d = solve(&[pod("a")
+        .required(json!([[{"key": "integer", "operator": "Gt", "values": ["4"]}]]))
+        .build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "arm-instance-type");
+}
+
+#[test]
+fn lt_on_integer_label() {
+    let d = solve(&[pod("a")
+        .required(json!([[{"key": "integer", "operator": "Lt", "values": ["4"]}]]))
+        .build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "small-instance-type");
+}
+
+#[test]
+fn gt_and_lt_leave_nothing() {
+    let d = solve(&[pod("a")
+        .required(
+            json!([[{"key": "integer", "operator": "Gt", "values": ["4"]},
+                          {"key": "integer", "operator": "Lt", "values": ["16"]}]]),
+        )
+        .build()]);
+    assert!(!scheduled(&d, "a"));
+}
+
+#[test]
+fn unknown_instance_type_is_unschedulable() {
+    let d = solve(&[pod("a").selector(json!({IT: "nope"})).build()]);
+    let r = reason(&d, "a", "default");
+    assert!(r.contains("instance type"), "{r}");
+}
+
+#[test]
+fn instance_type_label_on_type_schedules() {
+    let d = solve(&[pod("a").selector(json!({"size": "large"})).build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn windows_is_offered() {
+    let d = solve(&[pod("a")
+        .selector(json!({"kubernetes.io/os": "windows"}))
+        .build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn capacity_type_on_demand_provisioner() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": CT, "operator": "In", "values": ["on-demand"]}]}),
+    )]);
+    let d = e.solve(&[pod("a").build()]);
+    assert_eq!(node_of(&d, "a").capacity_type, "on-demand");
+}
+
+#[test]
+fn pod_requires_on_demand() {
+    let d = solve(&[pod("a").selector(json!({CT: "on-demand"})).build()]);
+    assert_eq!(node_of(&d, "a").capacity_type, "on-demand");
+}
+
+#[test]
+fn pod_requires_spot() {
+    let d = solve(&[pod("a").selector(json!({CT: "spot"})).build()]);
+    let n = node_of(&d, "a");
+    assert_eq!(n.capacity_type, "spot");
+    assert_eq!(n.zones, ["test-zone-1", "test-zone-2"]);
+}
+
+#[test]
+fn pod_requirements_intersect_with_provisioner() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": ARCH, "operator": "In", "values": ["amd64"]}]}),
+    )]);
+    let d = e.solve(&[pod("a").selector(json!({ARCH: "arm64"})).build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "pod requires architecture arm64; provisioner default allows amd64"
+    );
+}
+
+// --- node affinity and relaxation ---
+
+#[test]
+fn required_terms_are_ored() {
+    let d = solve(&[pod("a")
+        .required(json!([
+            [{"key": ZONE, "operator": "In", "values": ["nowhere"]}],
+            [{"key": ZONE, "operator": "In", "values": ["test-zone-2"]}]
+        ]))
+        .build()]);
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-2"]);
+    assert_eq!(d.relaxed.len(), 1);
+}
+
+#[test]
+fn single_impossible_required_term_fails() {
+    let d = solve(&[pod("a")
+        .required(json!([[{"key": ZONE, "operator": "In", "values": ["nowhere"]}]]))
+        .build()]);
+    assert!(!scheduled(&d, "a"));
+}
+
+#[test]
+fn preferred_node_affinity_is_honoured() {
+    let d = solve(&[pod("a")
+        .preferred(&[(
+            10,
+            json!([{"key": ZONE, "operator": "In", "values": ["test-zone-3"]}]),
+        )])
+        .build()]);
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-3"]);
+    assert!(d.relaxed.is_empty());
+}
+
+#[test]
+fn unsatisfiable_preference_is_relaxed() {
+    let d = solve(&[pod("a")
+        .preferred(&[(
+            10,
+            json!([{"key": ZONE, "operator": "In", "values": ["nowhere"]}]),
+        )])
+        .build()]);
+    assert!(scheduled(&d, "a"));
+    assert_eq!(d.relaxed.len(), 1);
+    assert!(d.relaxed[0].relaxed[0].contains("preferred node affinity"));
+}
+
+#[test]
+fn heaviest_preference_first() {
+    let d = solve(&[pod("a")
+        .preferred(&[
+            (
+                1,
+                json!([{"key": ZONE, "operator": "In", "values": ["test-zone-1"]}]),
+            ),
+            (
+                100,
+                json!([{"key": ZONE, "operator": "In", "values": ["test-zone-2"]}]),
+            ),
+        ])
+        .build()]);
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-2"]);
+}
+
+#[test]
+fn lighter_preference_after_heavier_relaxed() {
+    let d = solve(&[pod("a")
+        .preferred(&[
+            (
+                1,
+                json!([{"key": ZONE, "operator": "In", "values": ["test-zone-1"]}]),
+            ),
+            (
+                100,
+                json!([{"key": ZONE, "operator": "In", "values": ["nowhere"]}]),
+            ),
+        ])
+        .build()]);
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-1"]);
+}
+
+#[test]
+fn required_and_preferred_combine() {
+    let d = solve(&[pod("a")
+        .required(
+            json!([[{"key": ZONE, "operator": "In", "values": ["test-zone-1", "test-zone-2"]}]]),
+        )
+        .preferred(&[(
+            1,
+            json!([{"key": ZONE, "operator": "In", "values": ["test-zone-3"]}]),
+        )])
+        .build()]);
+    let n = node_of(&d, "a");
+    assert!(n.zones.iter().all(|z| z != "test-zone-3"));
+}
+
+// --- taints and tolerations ---
+
+fn tainted(effect: &str) -> karpenter::api::Provisioner {
+    prov(
+        "default",
+        json!({"taints": [{"key": "foo", "value": "bar", "effect": effect}]}),
+    )
+}
+
+#[test]
+fn untolerated_taint_is_explained() {
+    let d = env(vec![tainted("NoSchedule")]).solve(&[pod("a").build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "provisioner default has taint foo=bar:NoSchedule that the pod does not tolerate"
+    );
+}
+
+#[test]
+fn equal_toleration_schedules() {
+    let p = pod("a").tolerate(
+        json!({"key": "foo", "operator": "Equal", "value": "bar", "effect": "NoSchedule"}),
+    );
+    let d = env(vec![tainted("NoSchedule")]).solve(&[p.build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn exists_toleration_schedules() {
+    let p = pod("a").tolerate(json!({"key": "foo", "operator": "Exists"}));
+    let d = env(vec![tainted("NoSchedule")]).solve(&[p.build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn tolerate_everything() {
+    let p = pod("a").tolerate(json!({"operator": "Exists"}));
+    let d = env(vec![tainted("NoExecute")]).solve(&[p.build()]);
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn wrong_value_does_not_tolerate() {
+    let p = pod("a").tolerate(json!({"key": "foo", "operator": "Equal", "value": "baz"}));
+    let d = env(vec![tainted("NoSchedule")]).solve(&[p.build()]);
+    assert!(!scheduled(&d, "a"));
+}
+
+#[test]
+fn wrong_effect_does_not_tolerate() {
+    let p = pod("a").tolerate(json!({"key": "foo", "operator": "Exists", "effect": "NoExecute"}));
+    let d = env(vec![tainted("NoSchedule")]).solve(&[p.build()]);
+    assert!(!scheduled(&d, "a"));
+}
+
+#[test]
+fn startup_taints_are_ignored() {
+    let e = env(vec![prov(
+        "default",
+        json!({"startupTaints": [{"key": "init", "effect": "NoSchedule"}]}),
+    )]);
+    assert!(scheduled(&e.solve(&[pod("a").build()]), "a"));
+}
+
+#[test]
+fn prefer_no_schedule_is_relaxed_last() {
+    let d = env(vec![tainted("PreferNoSchedule")]).solve(&[pod("a").build()]);
+    assert!(scheduled(&d, "a"));
+    assert!(d.relaxed[0].relaxed[0].contains("PreferNoSchedule"));
+}
+
+// --- limits ---
+
+#[test]
+fn cpu_limit_blocks_large_node() {
+    let e = env(vec![prov(
+        "default",
+        json!({"limits": {"resources": {"cpu": "2"}}}),
+    )]);
+    let d = e.solve(&[pod("a").req("3", "").build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "cpu limit 2 of provisioner default reached (0 used)"
+    );
+}
+
+#[test]
+fn limit_counts_in_flight_nodes() {
+    let e = env(vec![prov(
+        "default",
+        json!({"limits": {"resources": {"cpu": "5"}}}),
+    )]);
+    let d = e.solve(&pod("a").req("3", "").times(2));
+    assert_eq!(d.scheduled_count(), 1);
+    assert_eq!(d.unschedulable.len(), 1);
+}
+
+#[test]
+fn memory_limit() {
+    let e = env(vec![prov(
+        "default",
+        json!({"limits": {"resources": {"memory": "1Gi"}}}),
+    )]);
+    let d = e.solve(&[pod("a").build()]);
+    assert!(reason(&d, "a", "default").starts_with("memory limit 1Gi"));
+}
+
+#[test]
+fn limit_counts_existing_nodes() {
+    let e = env(vec![prov(
+        "default",
+        json!({"limits": {"resources": {"cpu": "6"}}}),
+    )])
+    .existing(
+        node(
+            "n1",
+            json!({"karpenter.sh/provisioner-name": "default"}),
+            json!({"cpu": "4", "memory": "4Gi", "pods": "5"}),
+            json!([]),
+        ),
+        vec![pod("x").req("4", "").spec("nodeName", json!("n1")).build()],
+    );
+    let d = e.solve(&[pod("a").req("3", "").build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "cpu limit 6 of provisioner default reached (4 used)"
+    );
+}
+
+#[test]
+fn limit_filters_options_but_allows_small() {
+    let e = env(vec![prov(
+        "default",
+        json!({"limits": {"resources": {"cpu": "2"}}}),
+    )]);
+    let d = e.solve(&[pod("a").req("1", "").build()]);
+    let n = node_of(&d, "a");
+    assert_eq!(n.instance_type_options, ["small-instance-type"]);
+}
+
+// --- weights and multiple provisioners ---
+
+#[test]
+fn heavier_provisioner_wins() {
+    let e = env(vec![
+        prov("a", json!({"weight": 10})),
+        prov("b", json!({"weight": 50})),
+    ]);
+    assert_eq!(node_of(&e.solve(&[pod("p").build()]), "p").provisioner, "b");
+}
+
+#[test]
+fn equal_weight_sorts_by_name() {
+    let e = env(vec![prov("zeta", json!({})), prov("alpha", json!({}))]);
+    assert_eq!(
+        node_of(&e.solve(&[pod("p").build()]), "p").provisioner,
+        "alpha"
+    );
+}
+
+#[test]
+fn incompatible_heavy_provisioner_falls_through() {
+    let e = env(vec![
+        prov("light", json!({})),
+        prov(
+            "heavy",
+            json!({"weight": 100, "requirements": [{"key": ARCH, "operator": "In", "values": ["arm64"]}]}),
+        ),
+    ]);
+    let d = e.solve(&[pod("p").selector(json!({ARCH: "amd64"})).build()]);
+    assert_eq!(node_of(&d, "p").provisioner, "light");
+}
+
+#[test]
+fn reasons_for_every_provisioner() {
+    let e = env(vec![
+        prov(
+            "gpu",
+            json!({"taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]}),
+        ),
+        prov(
+            "default",
+            json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1"]}]}),
+        ),
+    ]);
+    let d = e.solve(&[pod("p").selector(json!({ZONE: "test-zone-3"})).build()]);
+    assert_eq!(
+        reason(&d, "p", "gpu"),
+        "provisioner gpu has taint nvidia.com/gpu=true:NoSchedule that the pod does not tolerate"
+    );
+    assert_eq!(
+        reason(&d, "p", "default"),
+        "pod requires zone test-zone-3; provisioner default allows test-zone-1"
+    );
+}
+
+#[test]
+fn provisioner_name_selector() {
+    let e = env(vec![prov("a", json!({"weight": 10})), prov("b", json!({}))]);
+    let d = e.solve(&[pod("p")
+        .selector(json!({"karpenter.sh/provisioner-name": "b"}))
+        .build()]);
+    assert_eq!(node_of(&d, "p").provisioner, "b");
+}
+
+#[test]
+fn no_provisioner_means_unschedulable() {
+    let d = env(vec![]).solve(&[pod("p").build()]);
+    assert_eq!(d.unschedulable.len(), 1);
+}
+
+// --- daemonsets ---
+
+#[test]
+fn daemonset_overhead_reduces_capacity() {
+    let e = env(vec![default_prov()]).ds(daemonset(
+        "ds",
+        json!({"containers": [{"name": "d", "resources": {"requests": {"cpu": "1"}}}]}),
+    ));
+    let d = e.solve(&[pod("a").req("3", "").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "arm-instance-type");
+}
+
+#[test]
+fn daemonset_not_tolerating_taint_is_ignored() {
+    let e = env(vec![tainted("NoSchedule")]).ds(daemonset(
+        "ds",
+        json!({"containers": [{"name": "d", "resources": {"requests": {"cpu": "1"}}}]}),
+    ));
+    let p = pod("a")
+        .req("3", "")
+        .tolerate(json!({"operator": "Exists"}));
+    let d = e.solve(&[p.build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn daemonset_with_arm_selector_only_counts_on_arm() {
+    let e = env(vec![default_prov()]).ds(daemonset(
+        "ds",
+        json!({"nodeSelector": {ARCH: "arm64"}, "containers": [{"name": "d", "resources": {"requests": {"cpu": "1"}}}]}),
+    ));
+    let d = e.solve(&[pod("a").req("3", "").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "default-instance-type");
+}
+
+#[test]
+fn daemonset_overhead_in_reason() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": IT, "operator": "In", "values": ["default-instance-type"]}]}),
+    )])
+    .ds(daemonset(
+        "ds",
+        json!({"containers": [{"name": "d", "resources": {"requests": {"cpu": "1"}}}]}),
+    ));
+    let d = e.solve(&[pod("a").req("3500m", "").build()]);
+    let r = reason(&d, "a", "default");
+    assert!(r.contains("after daemonset overhead"), "{r}");
+}
+
+// --- existing nodes ---
+
+fn existing_env() -> Env {
+    env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-1", "kubernetes.io/hostname": "n1"}),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
+            json!([]),
+        ),
+        vec![pod("old")
+            .req("1", "")
+            .spec("nodeName", json!("n1"))
+            .build()],
+    )
+}
+
+#[test]
+fn pod_lands_on_existing_node() {
+    let d = existing_env().solve(&[pod("a").req("1", "").build()]);
+    assert_eq!(d.existing_node_of("default/a"), Some("n1"));
+    assert!(d.nodes.is_empty());
+    assert_eq!(d.total_price_per_hour, 0.0);
+}
+
+#[test]
+fn full_existing_node_needs_new_node() {
+    let d = existing_env().solve(&[pod("a").req("3500m", "").build()]);
+    assert!(d.existing_node_of("default/a").is_none());
+    assert!(scheduled(&d, "a"));
+}
+
+#[test]
+fn existing_node_taint_blocks() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({}),
+            json!({"cpu": "4", "memory": "8Gi"}),
+            json!([{"key": "k", "effect": "NoSchedule"}]),
+        ),
+        vec![],
+    );
+    let d = e.solve(&[pod("a").build()]);
+    assert!(d.existing_node_of("default/a").is_none());
+}
+
+#[test]
+fn existing_node_label_mismatch() {
+    let d = existing_env().solve(&[pod("a").selector(json!({ZONE: "test-zone-2"})).build()]);
+    assert!(d.existing_node_of("default/a").is_none());
+    assert_eq!(node_of(&d, "a").zones, ["test-zone-2"]);
+}
+
+#[test]
+fn existing_node_custom_label_required() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({"team": "a"}),
+            json!({"cpu": "4", "memory": "8Gi"}),
+            json!([]),
+        ),
+        vec![],
+    );
+    let d = e.solve(&[pod("a").selector(json!({"team": "a"})).build()]);
+    assert_eq!(d.existing_node_of("default/a"), Some("n1"));
+}
+
+#[test]
+fn existing_fills_before_new() {
+    let pods = pod("a").req("1", "").times(5);
+    let d = existing_env().solve(&pods);
+    assert_eq!(d.existing_nodes[0].pods.len(), 3);
+    assert_eq!(d.scheduled_count(), 5);
+}
+
+// --- host ports ---
+
+#[test]
+fn same_host_port_needs_two_nodes() {
+    let d = solve(&pod("a").host_port(8080).times(2));
+    assert_eq!(d.nodes.len(), 2);
+}
+
+#[test]
+fn different_host_ports_share() {
+    let d = solve(&[
+        pod("a").host_port(80).build(),
+        pod("b").host_port(81).build(),
+    ]);
+    assert_eq!(d.nodes.len(), 1);
+}
+
+#[test]
+fn existing_host_port_conflict() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({}),
+            json!({"cpu": "4", "memory": "8Gi"}),
+            json!([]),
+        ),
+        vec![pod("x").host_port(80).spec("nodeName", json!("n1")).build()],
+    );
+    let d = e.solve(&[pod("a").host_port(80).build()]);
+    assert!(d.existing_node_of("default/a").is_none());
+}
+
+// --- instance selection ---
+
+#[test]
+fn options_are_cheapest_first() {
+    let d = solve(&[pod("a").build()]);
+    let n = node_of(&d, "a");
+    assert_eq!(n.instance_type_options[0], n.instance_type);
+    assert!(n.instance_type_options.len() > 3);
+    assert!(n
+        .instance_type_options
+        .contains(&"arm-instance-type".to_string()));
+}
+
+#[test]
+fn options_exclude_too_small() {
+    let d = solve(&[pod("a").req("3", "").build()]);
+    let n = node_of(&d, "a");
+    assert!(!n
+        .instance_type_options
+        .contains(&"small-instance-type".to_string()));
+}
+
+#[test]
+fn options_respect_arch() {
+    let d = solve(&[pod("a").selector(json!({ARCH: "amd64"})).build()]);
+    let n = node_of(&d, "a");
+    assert!(!n
+        .instance_type_options
+        .contains(&"arm-instance-type".to_string()));
+}
+
+#[test]
+fn at_most_sixty_options() {
+    let types = builtin_us_east_1(&AwsCatalogOptions::default()).unwrap();
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": CT, "operator": "In", "values": ["on-demand"]}]}),
+    )])
+    .types(types);
+    let d = e.solve(&[pod("a").req("1", "").build()]);
+    let n = node_of(&d, "a");
+    assert_eq!(n.instance_type_options.len(), 60);
+}
+
+#[test]
+fn unavailable_offerings_are_skipped() {
+    let types = karpenter::cloud::instance_types::parse_instance_types(
+        "- name: cheap\n  capacity: {cpu: '4', memory: 4Gi, pods: '10'}\n  overhead: {}\n  offerings:\n  - {zone: z1, capacityType: on-demand, price: 0.1, available: false}\n- name: pricey\n  capacity: {cpu: '4', memory: 4Gi, pods: '10'}\n  overhead: {}\n  offerings:\n  - {zone: z1, capacityType: on-demand, price: 0.5}\n",
+    )
+    .unwrap();
+    let d = env(vec![default_prov()])
+        .types(types)
+        .solve(&[pod("a").build()]);
+    assert_eq!(node_of(&d, "a").instance_type, "pricey");
+}
+
+#[test]
+fn spot_price_unknown_is_flagged() {
+    let types = builtin_us_east_1(&AwsCatalogOptions::default()).unwrap();
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": IT, "operator": "In", "values": ["m5.large"]}]}),
+    )])
+    .types(types);
+    let d = e.solve(&[pod("a").req("1", "").build()]);
+    let n = node_of(&d, "a");
+    assert_eq!(n.capacity_type, "spot");
+    assert!(n.price_is_upper_bound);
+    assert!(!d.notes.is_empty());
+}
+
+#[test]
+fn spot_discount_assumption_prices_spot() {
+    let types = builtin_us_east_1(&AwsCatalogOptions {
+        assume_spot_discount: Some(0.6),
+    })
+    .unwrap();
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": IT, "operator": "In", "values": ["m5.large"]}]}),
+    )])
+    .types(types);
+    let d = e.solve(&[pod("a").req("1", "").build()]);
+    let n = node_of(&d, "a");
+    assert!(!n.price_is_upper_bound);
+    assert!((n.price_per_hour - 0.096 * 0.4).abs() < 1e-9);
+}
+
+#[test]
+fn huge_memory_reason_on_aws() {
+    let types = builtin_us_east_1(&AwsCatalogOptions::default()).unwrap();
+    let mut p = prov("default", json!({}));
+    karpenter::api::default_provisioner(&mut p.spec);
+    let e = env(vec![p]).types(types);
+    let d = e.solve(&[pod("a").req("1", "4Ti").build()]);
+    let r = reason(&d, "a", "default");
+    assert!(
+        r.starts_with(
+            "pod requests 4Ti memory; the largest instance type allowed by provisioner default ("
+        ),
+        "{r}"
+    );
+    assert!(r.ends_with("allocatable"), "{r}");
+}
+
+// --- decision document ---
+
+#[test]
+fn decision_json_shape() {
+    let d = existing_env().solve(&[
+        pod("a").req("1", "").build(),
+        pod("b").req("3", "").build(),
+        pod("c").req("100", "").build(),
+    ]);
+    let v = serde_json::to_value(&d).unwrap();
+    for k in [
+        "nodes",
+        "existingNodes",
+        "unschedulable",
+        "totalPricePerHour",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    let n = &v["nodes"][0];
+    for k in [
+        "provisioner",
+        "instanceType",
+        "instanceTypeOptions",
+        "capacityType",
+        "zones",
+        "pricePerHour",
+        "pods",
+    ] {
+        assert!(n.get(k).is_some(), "{k} missing: {n}");
+    }
+    assert_eq!(v["unschedulable"][0]["pod"], "default/c");
+    assert!(v["unschedulable"][0]["reasons"]["default"].is_string());
+    let back: karpenter::scheduling::Decision = serde_json::from_value(v).unwrap();
+    assert_eq!(back, d);
+}
+
+#[test]
+fn decision_is_deterministic() {
+    let pods: Vec<_> = (0..30)
+        .map(|i| {
+            pod(&format!("p{i}"))
+                .req(&format!("{}m", 100 + 97 * (i % 7)), "")
+                .build()
+        })
+        .collect();
+    assert_eq!(solve(&pods), solve(&pods));
+}
+
+// --- simulate and the improvement pass ---
+
+fn inflate_docs(replicas: i32) -> Vec<serde_json::Value> {
+    vec![
+        json!({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner", "metadata": {"name": "default"},
+               "spec": {"requirements": [
+                   {"key": IT, "operator": "In", "values": ["m5.large", "m5.2xlarge"]},
+                   {"key": CT, "operator": "In", "values": ["on-demand"]}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "inflate", "namespace": "default"},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "inflate"}},
+                        "template": {"metadata": {"labels": {"app": "inflate"}},
+                                     "spec": {"containers": [{"name": "inflate", "image": "pause",
+                                              "resources": {"requests": {"cpu": "1"}}}]}}}}),
+    ]
+}
+
+fn aws() -> Vec<karpenter::scheduling::InstanceType> {
+    builtin_us_east_1(&AwsCatalogOptions::default()).unwrap()
+}
+
+#[test]
+fn inflate_ten_costs_0_672() {
+    let d = simulate(&inflate_docs(10), aws(), &SimulateOptions::default()).unwrap();
+    assert_eq!(d.scheduled_count(), 10);
+    assert!((d.total_price_per_hour - 0.672).abs() < 1e-9, "{d:#?}");
+    let mut types: Vec<&str> = d.nodes.iter().map(|n| n.instance_type.as_str()).collect();
+    types.sort();
+    assert_eq!(types, ["m5.2xlarge", "m5.large", "m5.large", "m5.large"]);
+    assert!(d.node_of("default/inflate-0").is_some());
+}
+
+#[test]
+fn inflate_without_improvement_is_plain_ffd() {
+    let opts = SimulateOptions {
+        scheduler: SchedulerOptions {
+            improve: false,
+            ..Default::default()
+        },
+    };
+    let d = simulate(&inflate_docs(10), aws(), &opts).unwrap();
+    assert!((d.total_price_per_hour - 0.768).abs() < 1e-9, "{d:#?}");
+}
+
+#[test]
+fn simulate_defaults_provisioners() {
+    let docs = vec![
+        json!({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner", "metadata": {"name": "default"}, "spec": {}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+               "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+    ];
+    let d = simulate(&docs, aws(), &SimulateOptions::default()).unwrap();
+    let n = node_of(&d, "p");
+    assert_eq!(n.capacity_type, "on-demand");
+    assert!(
+        ["c", "m", "r"]
+            .iter()
+            .any(|c| n.instance_type.starts_with(c)),
+        "{}",
+        n.instance_type
+    );
+}
+
+#[test]
+fn simulate_binds_pods_to_nodes() {
+    let docs = vec![
+        json!({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner", "metadata": {"name": "default"}, "spec": {}}),
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {ZONE: "us-east-1a"}},
+               "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"}}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bound", "namespace": "default"},
+               "spec": {"nodeName": "n1", "containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+               "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}),
+    ];
+    let d = simulate(&docs, aws(), &SimulateOptions::default()).unwrap();
+    assert!(
+        d.existing_node_of("default/p").is_none(),
+        "n1 has only 500m left"
+    );
+    assert!(d.notes.iter().any(|n| n.contains("Service")));
+}
+
+#[test]
+fn simulate_unknown_node_is_an_error() {
+    let docs = vec![
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": "ghost", "containers": [{"name": "c"}]}}),
+    ];
+    let err = simulate(&docs, aws(), &SimulateOptions::default()).unwrap_err();
+    assert!(matches!(err, SimulateError::UnknownNode { .. }), "{err}");
+}
+
+#[test]
+fn simulate_rejects_invalid_provisioner() {
+    let docs = vec![
+        json!({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+        "metadata": {"name": "bad"}, "spec": {"bogus": 1}}),
+    ];
+    let err = simulate(&docs, aws(), &SimulateOptions::default()).unwrap_err();
+    assert!(matches!(err, SimulateError::Decode { .. }), "{err}");
+}
+
+#[test]
+fn improvement_never_raises_the_price() {
+    for n in [1, 3, 7, 9, 13] {
+        let with = simulate(&inflate_docs(n), aws(), &SimulateOptions::default()).unwrap();
+        let without = simulate(
+            &inflate_docs(n),
+            aws(),
+            &SimulateOptions {
+                scheduler: SchedulerOptions {
+                    improve: false,
+                    ..Default::default()
+                },
+            },
+        )
+        .unwrap();
+        assert_eq!(with.scheduled_count(), n as usize);
+        assert!(with.total_price_per_hour <= without.total_price_per_hour + 1e-9);
+    }
+}
+
+// --- invariants over random workloads ---
+
+/// splitmix64, for reproducible random workloads.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn every_new_node_fits_its_pods() {
+    let types = fake_types();
+    for seed in 0..20u64 {
+        let mut s = seed;
+        let n = 5 + (splitmix(&mut s) % 60) as usize;
+        let pods: Vec<_> = (0..n)
+            .map(|i| {
+                let cpu =
+                    ["100m", "250m", "500m", "1", "1500m", "3"][(splitmix(&mut s) % 6) as usize];
+                let mem = ["64Mi", "256Mi", "1Gi", "2Gi", "3Gi"][(splitmix(&mut s) % 5) as usize];
+                let mut p = pod(&format!("p{i}")).req(cpu, mem);
+                if splitmix(&mut s).is_multiple_of(5) {
+                    p = p.selector(json!({ZONE: "test-zone-2"}));
+                }
+                if splitmix(&mut s).is_multiple_of(7) {
+                    p = p.res("fake.com/vendor-a", "1");
+                }
+                p.build()
+            })
+            .collect();
+        let d = solve(&pods);
+        assert_eq!(
+            d.scheduled_count() + d.unschedulable.len(),
+            n,
+            "seed {seed}"
+        );
+        for node in &d.nodes {
+            let t = types.iter().find(|t| t.name == node.instance_type).unwrap();
+            let alloc = t.allocatable(None);
+            let mut used = std::collections::BTreeMap::<String, i64>::new();
+            for key in &node.pods {
+                let name = key.trim_start_matches("default/");
+                let p = pods
+                    .iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(name))
+                    .unwrap();
+                for (k, v) in karpenter::scheduling::resources::pod_requests(p).unwrap() {
+                    *used.entry(k).or_insert(0) += v;
+                }
+            }
+            for (k, v) in used {
+                assert!(
+                    v <= alloc.get(&k).copied().unwrap_or(0),
+                    "seed {seed}: {k} {v} on {node:?}"
+                );
+            }
+        }
+        let improved = d.total_price_per_hour;
+        let mut e = env(vec![default_prov()]);
+        e.input.options.improve = false;
+        assert!(
+            improved <= e.solve(&pods).total_price_per_hour + 1e-9,
+            "seed {seed}"
+        );
+    }
+}
+
+// --- YAML scenarios through simulate ---
+
+fn load_docs(file: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn inflate_yaml_scenario() {
+    let d = simulate(
+        &load_docs("inflate.yaml"),
+        aws(),
+        &SimulateOptions::default(),
+    )
+    .unwrap();
+    assert!((d.total_price_per_hour - 0.672).abs() < 1e-9);
+    let table = d.render_table();
+    assert!(table.starts_with("PROVISIONER"), "{table}");
+    assert!(
+        table.contains("total: 4 new node(s), 0.6720 USD/hour"),
+        "{table}"
+    );
+}
+
+#[test]
+fn mixed_cluster_yaml_scenario() {
+    let d = simulate(
+        &load_docs("mixed-cluster.yaml"),
+        aws(),
+        &SimulateOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(d.existing_node_of("default/small"), Some("ip-10-0-0-1"));
+    let gpu = d.node_of("default/trainer").unwrap();
+    assert_eq!(gpu.provisioner, "gpu");
+    assert!(
+        gpu.instance_type.starts_with("g4dn"),
+        "{}",
+        gpu.instance_type
+    );
+    let lost = d
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == "default/lost")
+        .unwrap();
+    assert_eq!(
+        lost.reasons["default"],
+        "pod requires zone us-east-1c; provisioner default allows us-east-1a, us-east-1b"
+    );
+    assert_eq!(
+        lost.reasons["gpu"],
+        "provisioner gpu has taint nvidia.com/gpu=true:NoSchedule that the pod does not tolerate"
+    );
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["existingNodes"][0]["node"], "ip-10-0-0-1");
+}
+
+#[test]
+fn host_ports_on_existing_node_are_tracked_within_a_round() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({}),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
+            json!([]),
+        ),
+        vec![],
+    );
+    let d = e.solve(&pod("a").host_port(80).times(2));
+    assert_eq!(d.existing_nodes[0].pods.len(), 1);
+    assert_eq!(d.nodes.len(), 1);
+}
+
+#[test]
+fn improvement_respects_limits() {
+    let mut total = 0.0;
+    for limit in ["4", "8", "9", "12"] {
+        let e = env(vec![prov(
+            "default",
+            json!({"limits": {"resources": {"cpu": limit}}}),
+        )]);
+        let d = e.solve(&pod("a").req("900m", "").times(9));
+        let cpus: i64 = d
+            .nodes
+            .iter()
+            .map(|n| {
+                let t = fake_types()
+                    .into_iter()
+                    .find(|t| t.name == n.instance_type)
+                    .unwrap();
+                t.capacity["cpu"]
+            })
+            .sum();
+        assert!(
+            cpus <= karpenter::api::quantity::parse_milli(limit).unwrap(),
+            "{limit}: {d:?}"
+        );
+        total += d.total_price_per_hour;
+    }
+    assert!(total > 0.0);
+}

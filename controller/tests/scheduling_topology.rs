@@ -1,0 +1,559 @@
+//! Topology behaviour over Karpenter's fake catalog: spread constraints (zone, hostname,
+//! capacity type, custom keys; DoNotSchedule and ScheduleAnyway), pod affinity and
+//! anti-affinity (required, preferred, inverse), and the relaxation order. Outcomes follow
+//! Karpenter's topology suite (intent ported, not code).
+
+mod scheduling_support;
+
+use std::collections::BTreeMap;
+
+use karpenter::scheduling::Decision;
+use scheduling_support::*;
+use serde_json::json;
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+const HOST: &str = "kubernetes.io/hostname";
+const CT: &str = "karpenter.sh/capacity-type";
+
+fn per_zone(d: &Decision) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in &d.nodes {
+        assert_eq!(n.zones.len(), 1, "node not pinned to a zone: {n:?}");
+        *m.entry(n.zones[0].clone()).or_insert(0) += n.pods.len();
+    }
+    m
+}
+
+fn counts(d: &Decision) -> Vec<usize> {
+    let mut v: Vec<usize> = per_zone(d).values().copied().collect();
+    v.sort();
+    v
+}
+
+fn web() -> PodB {
+    pod("web").labels(json!({"app": "web"}))
+}
+
+// --- zone spread ---
+
+#[test]
+fn zone_spread_balances_three_zones() {
+    let d = solve(
+        &web()
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(6),
+    );
+    assert_eq!(d.scheduled_count(), 6);
+    assert_eq!(counts(&d), [2, 2, 2]);
+}
+
+#[test]
+fn zone_spread_within_provisioner_zones() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1", "test-zone-2"]}]}),
+    )]);
+    let d = e.solve(
+        &web()
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(4),
+    );
+    let z = per_zone(&d);
+    assert_eq!(z.get("test-zone-1"), Some(&2));
+    assert_eq!(z.get("test-zone-2"), Some(&2));
+}
+
+#[test]
+fn zone_spread_max_skew_two() {
+    let d = solve(
+        &web()
+            .spread(ZONE, 2, "DoNotSchedule", json!({"app": "web"}))
+            .times(7),
+    );
+    let c = counts(&d);
+    assert_eq!(c.iter().sum::<usize>(), 7);
+    assert!(c[c.len() - 1] - c[0] <= 2, "{c:?}");
+}
+
+#[test]
+fn zone_spread_respects_pod_zone_requirement() {
+    let d = solve(
+        &web()
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .required(json!([[{"key": ZONE, "operator": "In", "values": ["test-zone-1", "test-zone-2"]}]]))
+            .times(4),
+    );
+    assert_eq!(counts(&d), [2, 2]);
+}
+
+#[test]
+fn zone_spread_only_counts_selected_pods() {
+    let mut pods = pod("other")
+        .labels(json!({"app": "other"}))
+        .selector(json!({ZONE: "test-zone-1"}))
+        .times(3);
+    pods.extend(
+        web()
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(3),
+    );
+    let d = solve(&pods);
+    assert_eq!(d.scheduled_count(), 6);
+}
+
+#[test]
+fn zone_spread_counts_existing_pods() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-1", HOST: "n1"}),
+            json!({"cpu": "1", "memory": "1Gi", "pods": "2"}),
+            json!([]),
+        ),
+        vec![
+            web()
+                .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+                .spec("nodeName", json!("n1"))
+                .build(),
+            pod("web2")
+                .labels(json!({"app": "web"}))
+                .spec("nodeName", json!("n1"))
+                .build(),
+        ],
+    );
+    let d = e.solve(
+        &web()
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(2),
+    );
+    let z = per_zone(&d);
+    assert_eq!(z.get("test-zone-2"), Some(&1));
+    assert_eq!(z.get("test-zone-3"), Some(&1));
+}
+
+#[test]
+fn zone_spread_violation_is_explained() {
+    let full = json!({"cpu": "0", "memory": "0", "pods": "0"});
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1"]}]}),
+    )])
+    .existing(
+        node("n1", json!({ZONE: "test-zone-1"}), full.clone(), json!([])),
+        (0..3)
+            .map(|i| {
+                pod(&format!("w{i}"))
+                    .labels(json!({"app": "web"}))
+                    .spec("nodeName", json!("n1"))
+                    .build()
+            })
+            .collect(),
+    )
+    .existing(
+        node("n2", json!({ZONE: "test-zone-2"}), full, json!([])),
+        vec![pod("w9")
+            .labels(json!({"app": "web"}))
+            .spec("nodeName", json!("n2"))
+            .build()],
+    );
+    let d = e.solve(&[web()
+        .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+        .build()]);
+    assert_eq!(
+        reason(&d, "web", "default"),
+        "zone spread maxSkew 1 would be violated: test-zone-1=3 test-zone-2=1"
+    );
+}
+
+#[test]
+fn schedule_anyway_spread_is_relaxed_when_needed() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1"]}]}),
+    )])
+    .existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-2"}),
+            json!({"cpu": "0", "pods": "0"}),
+            json!([]),
+        ),
+        vec![],
+    );
+    // Zone 2 exists (empty) but cannot take pods: the second pod violates skew 1.
+    let d = e.solve(
+        &web()
+            .spread(ZONE, 1, "ScheduleAnyway", json!({"app": "web"}))
+            .times(2),
+    );
+    assert_eq!(d.scheduled_count(), 2);
+    assert!(
+        d.relaxed
+            .iter()
+            .any(|r| r.relaxed[0].contains("ScheduleAnyway")),
+        "{:?}",
+        d.relaxed
+    );
+}
+
+#[test]
+fn schedule_anyway_spread_is_honoured_when_possible() {
+    let d = solve(
+        &web()
+            .spread(ZONE, 1, "ScheduleAnyway", json!({"app": "web"}))
+            .times(3),
+    );
+    assert_eq!(counts(&d), [1, 1, 1]);
+    assert!(d.relaxed.is_empty());
+}
+
+// --- hostname and capacity-type spread ---
+
+#[test]
+fn hostname_spread_one_per_node() {
+    let d = solve(
+        &web()
+            .req("100m", "")
+            .spread(HOST, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(4),
+    );
+    assert_eq!(d.nodes.len(), 4);
+}
+
+#[test]
+fn hostname_spread_skew_two() {
+    let d = solve(
+        &web()
+            .req("100m", "")
+            .spread(HOST, 2, "DoNotSchedule", json!({"app": "web"}))
+            .times(4),
+    );
+    assert_eq!(d.nodes.len(), 2);
+}
+
+#[test]
+fn capacity_type_spread() {
+    let d = solve(
+        &web()
+            .spread(CT, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(2),
+    );
+    let mut cts: Vec<&str> = d.nodes.iter().map(|n| n.capacity_type.as_str()).collect();
+    cts.sort();
+    assert_eq!(cts, ["on-demand", "spot"]);
+}
+
+#[test]
+fn zone_and_hostname_spread_together() {
+    let d = solve(
+        &web()
+            .req("100m", "")
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .spread(HOST, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(6),
+    );
+    assert_eq!(d.nodes.len(), 6);
+    assert_eq!(counts(&d), [2, 2, 2]);
+}
+
+#[test]
+fn custom_key_spread_over_provisioner_values() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": "rack", "operator": "In", "values": ["r1", "r2"]}]}),
+    )]);
+    let d = e.solve(
+        &web()
+            .spread("rack", 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(4),
+    );
+    assert_eq!(d.scheduled_count(), 4);
+    assert_eq!(d.nodes.len(), 2);
+}
+
+#[test]
+fn custom_key_spread_without_domains_fails() {
+    let d = solve(&[web()
+        .spread("rack", 1, "DoNotSchedule", json!({"app": "web"}))
+        .build()]);
+    assert!(!scheduled(&d, "web"));
+}
+
+// --- pod affinity ---
+
+#[test]
+fn hostname_affinity_to_pending_pod() {
+    let pods = vec![
+        pod("db")
+            .labels(json!({"app": "db"}))
+            .req("100m", "")
+            .build(),
+        pod("app")
+            .req("2", "")
+            .pod_term("podAffinity", HOST, json!({"app": "db"}))
+            .build(),
+    ];
+    let d = solve(&pods);
+    assert_eq!(node_of(&d, "db").pods.len(), 2, "{d:?}");
+}
+
+#[test]
+fn zone_affinity_to_existing_pod() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-2"}),
+            json!({"cpu": "0", "pods": "0"}),
+            json!([]),
+        ),
+        vec![pod("db")
+            .labels(json!({"app": "db"}))
+            .spec("nodeName", json!("n1"))
+            .build()],
+    );
+    let d = e.solve(&[pod("app")
+        .pod_term("podAffinity", ZONE, json!({"app": "db"}))
+        .build()]);
+    assert_eq!(node_of(&d, "app").zones, ["test-zone-2"]);
+}
+
+#[test]
+fn affinity_without_target_is_unschedulable() {
+    let d = solve(&[pod("app")
+        .pod_term("podAffinity", ZONE, json!({"app": "db"}))
+        .build()]);
+    let r = reason(&d, "app", "default");
+    assert!(r.contains("no pod matches"), "{r}");
+}
+
+#[test]
+fn zone_self_affinity_keeps_one_zone() {
+    let d = solve(
+        &web()
+            .req("1", "")
+            .pod_term("podAffinity", ZONE, json!({"app": "web"}))
+            .times(6),
+    );
+    assert_eq!(d.scheduled_count(), 6);
+    assert_eq!(per_zone(&d).len(), 1);
+}
+
+#[test]
+fn hostname_self_affinity_one_node() {
+    let d = solve(
+        &web()
+            .req("100m", "")
+            .pod_term("podAffinity", HOST, json!({"app": "web"}))
+            .times(3),
+    );
+    assert_eq!(d.nodes.len(), 1);
+}
+
+#[test]
+fn affinity_respects_namespace() {
+    let pods = vec![
+        pod("db").ns("other").labels(json!({"app": "db"})).build(),
+        pod("app")
+            .pod_term("podAffinity", HOST, json!({"app": "db"}))
+            .build(),
+    ];
+    let d = solve(&pods);
+    assert!(!scheduled(&d, "app"));
+}
+
+// --- pod anti-affinity ---
+
+#[test]
+fn hostname_self_anti_affinity_spreads_nodes() {
+    let d = solve(
+        &web()
+            .req("100m", "")
+            .pod_term("podAntiAffinity", HOST, json!({"app": "web"}))
+            .times(3),
+    );
+    assert_eq!(d.nodes.len(), 3);
+}
+
+#[test]
+fn zone_self_anti_affinity_limits_to_zone_count() {
+    let d = solve(
+        &web()
+            .pod_term("podAntiAffinity", ZONE, json!({"app": "web"}))
+            .times(4),
+    );
+    assert_eq!(d.scheduled_count(), 3);
+    assert_eq!(d.unschedulable.len(), 1);
+    assert_eq!(counts(&d), [1, 1, 1]);
+}
+
+#[test]
+fn anti_affinity_avoids_existing_pod_zone() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-1"}),
+            json!({"cpu": "0", "pods": "0"}),
+            json!([]),
+        ),
+        vec![pod("db")
+            .labels(json!({"app": "db"}))
+            .spec("nodeName", json!("n1"))
+            .build()],
+    );
+    let d = e.solve(&[pod("app")
+        .pod_term("podAntiAffinity", ZONE, json!({"app": "db"}))
+        .build()]);
+    assert_ne!(node_of(&d, "app").zones, ["test-zone-1"]);
+}
+
+#[test]
+fn inverse_anti_affinity_from_existing_pod_hostname() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-1"}),
+            json!({"cpu": "4", "memory": "4Gi", "pods": "10"}),
+            json!([]),
+        ),
+        vec![pod("guard")
+            .pod_term("podAntiAffinity", HOST, json!({"app": "web"}))
+            .spec("nodeName", json!("n1"))
+            .build()],
+    );
+    let d = e.solve(&[web().build()]);
+    assert!(d.existing_node_of("default/web").is_none());
+    assert!(scheduled(&d, "web"));
+}
+
+#[test]
+fn inverse_anti_affinity_from_existing_pod_zone() {
+    let e = env(vec![default_prov()]).existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-1"}),
+            json!({"cpu": "0", "pods": "0"}),
+            json!([]),
+        ),
+        vec![pod("guard")
+            .pod_term("podAntiAffinity", ZONE, json!({"app": "web"}))
+            .spec("nodeName", json!("n1"))
+            .build()],
+    );
+    let d = e.solve(&web().times(4));
+    assert_eq!(d.scheduled_count(), 4);
+    assert!(!per_zone(&d).contains_key("test-zone-1"), "{d:?}");
+}
+
+#[test]
+fn inverse_anti_affinity_between_pending_pods() {
+    let pods = vec![
+        pod("guard")
+            .req("2", "")
+            .pod_term("podAntiAffinity", HOST, json!({"app": "web"}))
+            .build(),
+        web().req("100m", "").build(),
+    ];
+    let d = solve(&pods);
+    assert_eq!(d.nodes.len(), 2);
+}
+
+// --- preferences and relaxation ---
+
+#[test]
+fn preferred_anti_affinity_unsatisfiable_is_relaxed() {
+    let d = solve(
+        &web()
+            .pref_pod_term("podAntiAffinity", 10, ZONE, json!({"app": "web"}))
+            .times(4),
+    );
+    assert_eq!(d.scheduled_count(), 4);
+    assert_eq!(d.relaxed.len(), 1, "{:?}", d.relaxed);
+}
+
+#[test]
+fn preferred_affinity_honoured() {
+    let pods = vec![
+        pod("db")
+            .labels(json!({"app": "db"}))
+            .selector(json!({ZONE: "test-zone-3"}))
+            .build(),
+        pod("app")
+            .pref_pod_term("podAffinity", 10, ZONE, json!({"app": "db"}))
+            .build(),
+    ];
+    let d = solve(&pods);
+    assert_eq!(node_of(&d, "app").zones, ["test-zone-3"]);
+}
+
+#[test]
+fn preferred_hostname_anti_affinity_spreads() {
+    let d = solve(
+        &web()
+            .req("100m", "")
+            .pref_pod_term("podAntiAffinity", 10, HOST, json!({"app": "web"}))
+            .times(3),
+    );
+    assert_eq!(d.nodes.len(), 3);
+    assert!(d.relaxed.is_empty());
+}
+
+#[test]
+fn relaxation_order_pod_affinity_before_node_affinity() {
+    let d = solve(&[pod("app")
+        .pref_pod_term("podAffinity", 10, ZONE, json!({"app": "nothing"}))
+        .preferred(&[(
+            5,
+            json!([{"key": ZONE, "operator": "In", "values": ["nowhere"]}]),
+        )])
+        .build()]);
+    assert!(scheduled(&d, "app"));
+    let r = &d.relaxed[0].relaxed;
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r[0].contains("pod affinity"), "{r:?}");
+    assert!(r[1].contains("node affinity"), "{r:?}");
+}
+
+#[test]
+fn relaxation_order_anti_affinity_before_spread() {
+    let e = env(vec![prov(
+        "default",
+        json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1"]}]}),
+    )])
+    .existing(
+        node(
+            "n1",
+            json!({ZONE: "test-zone-1"}),
+            json!({"cpu": "0", "pods": "0"}),
+            json!([]),
+        ),
+        vec![web().spec("nodeName", json!("n1")).build()],
+    )
+    .existing(
+        node(
+            "n2",
+            json!({ZONE: "test-zone-2"}),
+            json!({"cpu": "0", "pods": "0"}),
+            json!([]),
+        ),
+        vec![],
+    );
+    let d = e.solve(&[web()
+        .pref_pod_term("podAntiAffinity", 10, ZONE, json!({"app": "web"}))
+        .spread(ZONE, 1, "ScheduleAnyway", json!({"app": "web"}))
+        .build()]);
+    assert!(scheduled(&d, "web"));
+    let r = &d.relaxed[0].relaxed;
+    assert!(r[0].contains("anti-affinity"), "{r:?}");
+    assert!(r[1].contains("ScheduleAnyway"), "{r:?}");
+}
+
+#[test]
+fn topology_pods_are_not_moved_by_improvement() {
+    let d = solve(
+        &web()
+            .req("1", "")
+            .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+            .times(9),
+    );
+    assert_eq!(counts(&d), [3, 3, 3]);
+}
