@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::simulate::{self, SimulateArgs};
 use crate::validate::{self, ValidateArgs};
 
 /// Top-level help text after the commands.
@@ -13,12 +14,14 @@ const AFTER_HELP: &str = "\
 Examples:
   kubectl karpenter validate -f provisioner.yaml
   kubectl get provisioners -o yaml | kubectl karpenter validate -f -
+  kubectl karpenter simulate
+  kubectl karpenter simulate -f provisioner.yaml -f deployment.yaml -o json
 
 Run `kubectl karpenter <COMMAND> --help` for a command's flags and examples.";
 
 /// `kubectl karpenter`: work with Karpenter Provisioners and AWSNodeTemplates from the command
 /// line.
-#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[derive(Parser, Debug, Clone, PartialEq)]
 #[command(
     name = "kubectl-karpenter",
     bin_name = "kubectl karpenter",
@@ -35,7 +38,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum Command {
     /// Check Provisioner and AWSNodeTemplate manifests before applying them.
     #[command(
@@ -47,6 +50,17 @@ are reported with file, line and column, and a hint when a line is indented wron
         after_help = validate::EXAMPLES
     )]
     Validate(ValidateArgs),
+
+    /// Show which instances pending pods would launch, at what price, and why pods fit nowhere.
+    #[command(
+        long_about = "Pack pending pods onto new instances offline with the controller's own \
+packing engine: existing Nodes (and pods bound to them) first, then new nodes from each \
+Provisioner in weight order, cheapest instance types first. Reads Provisioners, Pods, \
+Deployments (expanded to their replicas), DaemonSets and Nodes. Provisioners are defaulted and \
+validated first, like the webhook does. Without -f, runs the embedded demo.",
+        after_help = simulate::EXAMPLES
+    )]
+    Simulate(SimulateArgs),
 
     /// Print the plugin's version.
     Version,

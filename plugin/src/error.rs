@@ -57,6 +57,23 @@ pub enum Error {
     #[error("failed to write the output")]
     Write(#[source] io::Error),
 
+    /// A flag's value is wrong; the message says how to write it.
+    #[error("{0}")]
+    Usage(String),
+
+    /// An instance-type catalog could not be used.
+    #[error("{path}: {message}")]
+    Catalog {
+        /// The catalog file (or the built-in catalog).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// The packing engine could not run on the input.
+    #[error("simulation failed: {0}")]
+    Simulate(String),
+
     /// The report could not be serialized as JSON.
     #[error("failed to serialize the report as JSON")]
     Json(#[source] serde_json::Error),

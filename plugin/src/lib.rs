@@ -11,6 +11,7 @@
 //! ```
 //!
 //! Start with [`cli::Cli`] (the command line) and [`run`]; `validate` lives in [`validate`],
+//! `simulate` (the packing engine on manifests, or on the embedded demo) in [`simulate`],
 //! file reading and YAML splitting in [`manifest`], the indentation hints for YAML syntax
 //! errors in [`indentation`], and the output in [`report`]. The binary (`main.rs`) only parses
 //! arguments, calls [`run`] and maps the result to an exit code.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod indentation;
 pub mod manifest;
 pub mod report;
+pub mod simulate;
 pub mod validate;
 
 use std::io::{Read, Write};
@@ -67,6 +69,7 @@ pub fn run(
 ) -> Result<Status> {
     match &cli.command {
         Command::Validate(args) => validate::run(args, stdin, stdout, style),
+        Command::Simulate(args) => simulate::run(args, stdin, stdout, style),
         Command::Version => {
             writeln!(stdout, "kubectl-karpenter {}", env!("CARGO_PKG_VERSION"))
                 .map_err(Error::Write)?;

@@ -98,3 +98,12 @@ fn kubectl_passes_usage_errors_through() {
     assert_eq!(help.code, Some(0), "{help:?}");
     assert!(help.stdout.contains("Usage: kubectl karpenter validate"));
 }
+
+#[test]
+fn kubectl_karpenter_simulate_runs_the_embedded_demo() {
+    let r = kubectl_karpenter(&["simulate", "-o", "json"], None);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let d = r.json();
+    assert_eq!(d["nodes"].as_array().map(Vec::len), Some(4), "{}", r.stdout);
+    assert!((d["totalPricePerHour"].as_f64().unwrap_or(0.0) - 0.672).abs() < 1e-9);
+}
