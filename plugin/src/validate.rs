@@ -217,7 +217,10 @@ pub fn check(doc: &Document) -> Finding {
                 Value::Object(_) => {
                     "is not a Kubernetes object: it has neither apiVersion nor kind".to_string()
                 }
-                other => format!("is not a Kubernetes object: found {}", type_name(other)),
+                other => format!(
+                    "is not a Kubernetes object: found {}",
+                    karpenter::api::decode::json_type_name(other)
+                ),
             };
             result
                 .errors
@@ -299,17 +302,6 @@ fn syntax_result(doc: &Document, e: &SyntaxError) -> ObjectResult {
         defaulted: Vec::new(),
         object: None,
         syntax_error: Some(e.clone()),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "an empty document",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 

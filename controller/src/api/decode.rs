@@ -107,7 +107,7 @@ fn decode<T: DeserializeOwned>(
     let Some(obj) = v.as_object() else {
         return Err(DecodeError(vec![FieldError::new(
             "(root)",
-            format!("expected a {kind} object, found {}", type_name(v)),
+            format!("expected a {kind} object, found {}", json_type_name(v)),
         )]));
     };
     let mut errors = Vec::new();
@@ -382,7 +382,8 @@ fn edit_path(value: &mut Value, path: &str, rename_to: Option<&str>) -> bool {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// How a JSON value reads in a message: `a list`, `a string`, `an empty document`, ...
+pub fn json_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "an empty document",
         Value::Bool(_) => "a boolean",

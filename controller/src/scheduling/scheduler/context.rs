@@ -308,14 +308,7 @@ impl<'a> Ctx<'a> {
         }
         // Count existing pods.
         for (ni, (e, pods)) in input.existing_nodes.iter().zip(&existing_infos).enumerate() {
-            let node_labels: BTreeMap<String, String> = e
-                .node
-                .metadata
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (labels::normalize(k).to_string(), v.clone()))
-                .collect();
+            let node_labels = normalized_labels(&e.node);
             let name = node_labels
                 .get(labels::HOSTNAME)
                 .cloned()

@@ -357,3 +357,13 @@ fn class_compat(ctx: &Ctx<'_>, pi: usize, reqs: &Requirements) -> Vec<bool> {
         .map(|&t| ctx.types[t].compatible(&combined))
         .collect()
 }
+
+/// A node's labels with legacy keys normalised to their current names.
+pub(super) fn normalized_labels(node: &Node) -> BTreeMap<String, String> {
+    node.metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (labels::normalize(k).to_string(), v.clone()))
+        .collect()
+}

@@ -11,14 +11,7 @@ impl State {
         let mut nodes = Vec::new();
         for (i, e) in ctx.existing.iter().enumerate() {
             let name = existing_name(e, i);
-            let node_labels: BTreeMap<String, String> = e
-                .node
-                .metadata
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (labels::normalize(k).to_string(), v.clone()))
-                .collect();
+            let node_labels = normalized_labels(&e.node);
             let status = e.node.status.as_ref();
             let alloc = resources::parse_list(
                 status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
