@@ -154,6 +154,13 @@ pub fn run(
             )));
         }
     }
+    if args.assume_spot_discount.is_some() && args.instance_types.is_some() {
+        return Err(Error::Usage(
+            "--assume-spot-discount applies to the built-in catalog only; with --instance-types, \
+             give spot offerings their own price in the catalog file"
+                .into(),
+        ));
+    }
     let demo = args.filenames.is_empty();
     let manifests = if demo {
         vec![

@@ -163,6 +163,15 @@ fn bad_flags_are_usage_errors() {
     assert!(r.stderr.contains("deployment/NAME=N"), "{}", r.stderr);
     let r = plugin(&["simulate", "--assume-spot-discount", "1.5"]);
     assert_eq!(r.code, Some(2));
+    let r = plugin(&[
+        "simulate",
+        "--assume-spot-discount",
+        "0.5",
+        "--instance-types",
+        FAKE_CATALOG,
+    ]);
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("built-in catalog only"), "{}", r.stderr);
     let r = plugin(&["simulate", "-f", "no-such-file.yaml"]);
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("no-such-file.yaml"), "{}", r.stderr);
