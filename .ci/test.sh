@@ -30,6 +30,12 @@ cargo fmt --all --check
 step "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -j"$JOBS" -- -D warnings
 
+step "one rustls crypto provider: aws-lc-rs only (no ring anywhere in the workspace)"
+if cargo tree --workspace --all-features -e normal,build -i ring 2>/dev/null | grep -q .; then
+  cargo tree --workspace --all-features -e normal,build -i ring; echo "ring must not be a dependency"; exit 1
+fi
+echo "ring: absent"
+
 step "cargo build (all binaries, for the end-to-end tests)"
 cargo build --workspace --bins -j"$JOBS"
 

@@ -1,0 +1,314 @@
+//! The EC2/SSM calls the AWS provider makes, as a small trait over plain values.
+//!
+//! [`super::sdk::SdkApi`] implements it with aws-sdk-ec2 and aws-sdk-ssm (pagination inside);
+//! tests wrap that implementation to inject faults (capacity errors, throttling) that a moto
+//! server never returns.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::api::aws::{BlockDeviceMapping, MetadataOptions};
+use crate::cloud::catalog::AwsInstanceTypeInfo;
+use crate::cloud::provider::{CloudError, Instance};
+
+/// Error codes that mean "try again later".
+pub const RETRYABLE_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ServiceUnavailable",
+    "Unavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+];
+
+/// Fleet error codes that mean an offering is out of capacity.
+pub const CAPACITY_ERROR_CODES: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "UnfulfillableCapacity",
+    "MaxSpotInstanceCountExceeded",
+    "InsufficientFreeAddressesInSubnet",
+];
+
+/// An error from one API call: the AWS error code (empty when the request got no answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// AWS error code, e.g. `RequestLimitExceeded`; empty for transport failures.
+    pub code: String,
+    /// Error message.
+    pub message: String,
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    /// An error with a code and message.
+    pub fn new(code: &str, message: &str) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Whether retrying the same call may succeed (throttling, 5xx, no answer).
+    pub fn is_retryable(&self) -> bool {
+        self.code.is_empty() || RETRYABLE_CODES.contains(&self.code.as_str())
+    }
+
+    /// The provider error for this API error in `operation`.
+    pub fn into_cloud(self, operation: &'static str) -> CloudError {
+        if self.code.is_empty() {
+            CloudError::Transport {
+                operation,
+                message: self.message,
+            }
+        } else {
+            CloudError::Api {
+                operation,
+                code: self.code,
+                message: self.message,
+            }
+        }
+    }
+}
+
+/// A describe filter, e.g. `tag:karpenter.sh/discovery` = `[demo]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Filter name.
+    pub name: String,
+    /// Accepted values.
+    pub values: Vec<String>,
+}
+
+// === impl Filter ===
+
+impl Filter {
+    /// A filter from parts.
+    pub fn new(name: &str, values: &[&str]) -> Self {
+        Self {
+            name: name.to_string(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+}
+
+/// A subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    /// Subnet ID.
+    pub id: String,
+    /// Availability zone.
+    pub zone: String,
+    /// Free IPv4 addresses.
+    pub available_ips: i32,
+}
+
+/// A security group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    /// Group ID.
+    pub id: String,
+    /// Group name.
+    pub name: String,
+}
+
+/// The latest spot price of one (instance type, zone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpotPrice {
+    /// Instance type.
+    pub instance_type: String,
+    /// Availability zone.
+    pub zone: String,
+    /// USD per hour.
+    pub price: f64,
+}
+
+/// A launch template Karpenter creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplateSpec {
+    /// Template name (carries the content hash).
+    pub name: String,
+    /// AMI ID.
+    pub image_id: String,
+    /// IAM instance profile name.
+    pub instance_profile: String,
+    /// Security group IDs.
+    pub security_group_ids: Vec<String>,
+    /// User data, base64.
+    pub user_data: String,
+    /// IMDS settings.
+    pub metadata_options: Option<MetadataOptions>,
+    /// Block devices.
+    pub block_device_mappings: Vec<BlockDeviceMapping>,
+    /// Tags on the template itself.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One CreateFleet request of `Type=instant` for one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRequest {
+    /// Idempotency token.
+    pub client_token: String,
+    /// `spot` or `on-demand`.
+    pub capacity_type: String,
+    /// One config per launch template (per AMI/architecture).
+    pub configs: Vec<FleetConfig>,
+    /// Tags for the instance and its volumes.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A launch template with its overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    /// Launch template name.
+    pub launch_template_name: String,
+    /// Instance type x zonal subnet overrides.
+    pub overrides: Vec<FleetOverride>,
+}
+
+/// One override: an instance type in a subnet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetOverride {
+    /// Instance type.
+    pub instance_type: String,
+    /// Subnet ID.
+    pub subnet_id: String,
+    /// The subnet's zone (not sent; used to read errors back).
+    pub zone: String,
+}
+
+/// What CreateFleet answered.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FleetResponse {
+    /// Launched instances.
+    pub instances: Vec<FleetInstance>,
+    /// Per-override errors (capacity and others).
+    pub errors: Vec<FleetError>,
+}
+
+/// An instance CreateFleet launched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetInstance {
+    /// Instance ID.
+    pub id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Subnet, when reported.
+    pub subnet_id: Option<String>,
+    /// `spot` or `on-demand`.
+    pub capacity_type: String,
+}
+
+/// An override CreateFleet could not launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetError {
+    /// Instance type of the override, when reported.
+    pub instance_type: Option<String>,
+    /// Subnet of the override, when reported.
+    pub subnet_id: Option<String>,
+    /// AWS error code.
+    pub code: String,
+    /// Error message.
+    pub message: String,
+}
+
+// === impl FleetError ===
+
+impl FleetError {
+    /// Whether the error means the offering is out of capacity.
+    pub fn is_capacity_error(&self) -> bool {
+        CAPACITY_ERROR_CODES.contains(&self.code.as_str())
+    }
+}
+
+/// The EC2 and SSM operations the AWS provider uses. Implementations page through results.
+pub trait Ec2Api: Send + Sync {
+    /// DescribeSubnets.
+    fn describe_subnets(
+        &self,
+        filters: Vec<Filter>,
+    ) -> impl Future<Output = Result<Vec<Subnet>, ApiError>> + Send;
+
+    /// DescribeSecurityGroups.
+    fn describe_security_groups(
+        &self,
+        filters: Vec<Filter>,
+    ) -> impl Future<Output = Result<Vec<SecurityGroup>, ApiError>> + Send;
+
+    /// DescribeInstanceTypes (all pages), without zones or prices.
+    fn describe_instance_types(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AwsInstanceTypeInfo>, ApiError>> + Send;
+
+    /// DescribeInstanceTypeOfferings by availability zone: (instance type, zone) pairs.
+    fn describe_instance_type_offerings(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, ApiError>> + Send;
+
+    /// DescribeSpotPriceHistory for Linux, latest price per (type, zone).
+    fn describe_spot_price_history(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SpotPrice>, ApiError>> + Send;
+
+    /// SSM GetParameter: the parameter's value.
+    fn get_parameter(&self, name: &str) -> impl Future<Output = Result<String, ApiError>> + Send;
+
+    /// DescribeLaunchTemplates by name: the template ID, `None` when it does not exist.
+    fn find_launch_template(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+
+    /// CreateLaunchTemplate: the new template's ID.
+    fn create_launch_template(
+        &self,
+        spec: &LaunchTemplateSpec,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+
+    /// CreateFleet (`Type=instant`).
+    fn create_fleet(
+        &self,
+        request: &FleetRequest,
+    ) -> impl Future<Output = Result<FleetResponse, ApiError>> + Send;
+
+    /// DescribeInstances (all pages) by filters and/or IDs.
+    fn describe_instances(
+        &self,
+        filters: Vec<Filter>,
+        instance_ids: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<Instance>, ApiError>> + Send;
+
+    /// TerminateInstances.
+    fn terminate_instances(
+        &self,
+        instance_ids: Vec<String>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_and_capacity_codes() {
+        assert!(ApiError::new("RequestLimitExceeded", "slow down").is_retryable());
+        assert!(ApiError::new("", "connection reset").is_retryable());
+        assert!(!ApiError::new("UnauthorizedOperation", "no").is_retryable());
+        let e = ApiError::new("UnauthorizedOperation", "no").into_cloud("CreateFleet");
+        assert_eq!(e.code(), Some("UnauthorizedOperation"));
+        assert_eq!(
+            e.to_string(),
+            "CreateFleet failed: UnauthorizedOperation: no"
+        );
+        let f = FleetError {
+            instance_type: None,
+            subnet_id: None,
+            code: "InsufficientInstanceCapacity".into(),
+            message: String::new(),
+        };
+        assert!(f.is_capacity_error());
+    }
+}

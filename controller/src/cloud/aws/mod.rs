@@ -1,0 +1,720 @@
+//! The AWS cloud provider: EC2 CreateFleet over discovered subnets and security groups, AMIs
+//! from SSM parameters, launch templates per content hash.
+//!
+//! ```text
+//!  Provisioner.provider ──> subnets, security groups (selectors)   ──┐
+//!                      ──> AMI per arch (SSM {prefix}/...)           ├─> launch template per hash
+//!  NodeRequest ────────> user data (AL2 / Bottlerocket)            ──┘         │
+//!                      ──> overrides: types x zonal subnets ──> CreateFleet(instant) ──> Instance
+//!                                    ^                                   │ capacity errors
+//!                                    └──── UnavailableOfferings (3 min) <┘
+//! ```
+//!
+//! Start with [`AwsCloud::new`] over an [`Ec2Api`] ([`SdkApi`] for real calls). Every call is
+//! retried on throttling and transient errors with capped exponential backoff on the injected
+//! [`Clock`]; a launch looks for an instance carrying its client token before retrying, so one
+//! node never gets two instances.
+
+pub mod api;
+mod discovery;
+pub mod sdk;
+pub mod user_data;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use crate::api::aws::AwsNodeTemplateSpec;
+use crate::api::labels::{CAPACITY_TYPE_ON_DEMAND, CAPACITY_TYPE_SPOT};
+use crate::api::{AwsProvider, Provisioner};
+use crate::cloud::catalog::{Architecture, AwsInstanceTypeInfo};
+use crate::cloud::instance_types::{aws_instance_type, AwsCatalogOptions};
+use crate::cloud::provider::{
+    cluster_tag_key, lock, Clock, CloudError, CloudProvider, Instance, NodeRequest,
+    UnavailableOfferings, CLIENT_TOKEN_TAG, PROVISIONER_TAG,
+};
+use crate::scheduling::InstanceType;
+
+pub use api::{ApiError, Ec2Api};
+use api::{
+    Filter, FleetConfig, FleetOverride, FleetRequest, FleetResponse, LaunchTemplateSpec,
+    SecurityGroup, Subnet,
+};
+pub use sdk::{SdkApi, SdkSettings};
+use user_data::{fnv1a, Bootstrap, SUPPORTED_AMI_FAMILIES};
+
+/// Most instance types one CreateFleet call may carry.
+pub const MAX_INSTANCE_TYPES: usize = 60;
+/// Selector key that lists IDs instead of tags.
+pub const IDS_SELECTOR_KEY: &str = "aws-ids";
+/// Tag key of the default discovery selector.
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+
+/// Settings of the AWS provider. Nothing is read from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    /// Cluster name: the ownership tag and the default discovery tag value.
+    pub cluster_name: String,
+    /// API server endpoint written into user data.
+    pub cluster_endpoint: String,
+    /// Cluster CA bundle (base64) written into user data.
+    pub cluster_ca_bundle: String,
+    /// Kubernetes version of the AMIs, e.g. `1.27`.
+    pub kubernetes_version: String,
+    /// Prefix of the AMI SSM parameters (`/aws/service` on AWS; tests use their own).
+    pub ssm_parameter_prefix: String,
+    /// Instance profile used when the provider sets none.
+    pub default_instance_profile: Option<String>,
+    /// How long instance types, spot prices and AMIs are cached.
+    pub cache_ttl: Duration,
+    /// Attempts per call on throttling or transient errors (at least 1).
+    pub max_attempts: u32,
+    /// First backoff; doubled per attempt up to [`AwsConfig::max_backoff`].
+    pub base_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+    /// Capacity-error rounds per launch (each round drops what was out of capacity).
+    pub max_launch_rounds: u32,
+}
+
+// === impl AwsConfig ===
+
+impl AwsConfig {
+    /// Defaults for a cluster.
+    pub fn new(cluster_name: &str) -> Self {
+        Self {
+            cluster_name: cluster_name.to_string(),
+            cluster_endpoint: String::new(),
+            cluster_ca_bundle: String::new(),
+            kubernetes_version: "1.27".to_string(),
+            ssm_parameter_prefix: "/aws/service".to_string(),
+            default_instance_profile: None,
+            cache_ttl: Duration::from_secs(300),
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            max_launch_rounds: 3,
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.base_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_backoff)
+    }
+}
+
+struct Cached<T> {
+    at: Instant,
+    value: Arc<T>,
+}
+
+#[derive(Default)]
+struct Caches {
+    types: Option<Cached<Vec<AwsInstanceTypeInfo>>>,
+    spot: Option<Cached<HashMap<(String, String), f64>>>,
+    amis: HashMap<String, Cached<String>>,
+    launch_templates: BTreeMap<String, String>,
+}
+
+/// Fleet overrides grouped by architecture (one launch template each), in option order.
+type ArchOverrides = Vec<(Architecture, Vec<FleetOverride>)>;
+
+/// The provider's AWS settings resolved for one launch.
+struct Resolved {
+    provider: AwsProvider,
+    subnets: Vec<Subnet>,
+}
+
+/// The AWS [`CloudProvider`].
+pub struct AwsCloud<A> {
+    api: A,
+    config: AwsConfig,
+    clock: Arc<dyn Clock>,
+    unavailable: UnavailableOfferings,
+    node_templates: Mutex<HashMap<String, AwsNodeTemplateSpec>>,
+    caches: Mutex<Caches>,
+}
+
+impl<A> std::fmt::Debug for AwsCloud<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCloud")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl AwsCloud ===
+
+impl<A: Ec2Api> AwsCloud<A> {
+    /// A provider over an API implementation, with an injected clock.
+    pub fn new(api: A, config: AwsConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            api,
+            unavailable: UnavailableOfferings::new(clock.clone()),
+            clock,
+            config,
+            node_templates: Mutex::new(HashMap::new()),
+            caches: Mutex::new(Caches::default()),
+        }
+    }
+
+    /// The API implementation.
+    pub fn api(&self) -> &A {
+        &self.api
+    }
+
+    /// The unavailable-offerings cache.
+    pub fn unavailable(&self) -> &UnavailableOfferings {
+        &self.unavailable
+    }
+
+    /// Records an AWSNodeTemplate that provisioners may reference with `providerRef`.
+    pub fn set_node_template(&self, name: &str, spec: AwsNodeTemplateSpec) {
+        lock(&self.node_templates).insert(name.to_string(), spec);
+    }
+
+    /// Calls `f` until it succeeds, fails for good, or attempts run out.
+    async fn call<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, CloudError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && attempt + 1 < self.config.max_attempts => {
+                    tracing::debug!(operation, code = %e.code, attempt, "retrying");
+                    self.clock.sleep(self.config.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into_cloud(operation)),
+            }
+        }
+    }
+
+    /// The AWS settings of a provisioner: inline `provider` or the referenced AWSNodeTemplate.
+    fn provider_of(&self, provisioner: &Provisioner) -> Result<AwsProvider, CloudError> {
+        let name = provisioner.metadata.name.clone().unwrap_or_default();
+        if let Some(p) = &provisioner.spec.provider {
+            return Ok(p.clone());
+        }
+        if let Some(r) = &provisioner.spec.provider_ref {
+            return lock(&self.node_templates)
+                .get(&r.name)
+                .map(AwsNodeTemplateSpec::provider)
+                .ok_or_else(|| CloudError::InvalidProvider {
+                    provisioner: name,
+                    message: format!("AWSNodeTemplate {:?} not found", r.name),
+                });
+        }
+        Err(CloudError::InvalidProvider {
+            provisioner: name,
+            message: "neither provider nor providerRef is set".into(),
+        })
+    }
+
+    /// The launch template spec for one architecture of a request.
+    fn launch_template_spec(
+        &self,
+        provider: &AwsProvider,
+        family: &str,
+        image_id: String,
+        instance_profile: &str,
+        security_groups: &[SecurityGroup],
+        request: &NodeRequest,
+    ) -> Result<LaunchTemplateSpec, CloudError> {
+        let bootstrap = Bootstrap {
+            cluster_name: &self.config.cluster_name,
+            cluster_endpoint: &self.config.cluster_endpoint,
+            ca_bundle: &self.config.cluster_ca_bundle,
+            labels: &request.labels,
+            taints: &request.taints,
+        };
+        let user_data =
+            bootstrap
+                .for_family(family)
+                .ok_or_else(|| CloudError::UnknownAmiFamily {
+                    family: family.to_string(),
+                    known: SUPPORTED_AMI_FAMILIES.to_vec(),
+                })?;
+        let user_data = base64::engine::general_purpose::STANDARD.encode(user_data);
+        let sg_ids: Vec<String> = security_groups.iter().map(|g| g.id.clone()).collect();
+        let metadata = format!("{:?}", provider.metadata_options);
+        let devices = format!("{:?}", provider.block_device_mappings);
+        let hash = fnv1a(&[
+            &image_id,
+            instance_profile,
+            &sg_ids.join(","),
+            &user_data,
+            &metadata,
+            &devices,
+        ]);
+        let mut tags = BTreeMap::new();
+        tags.insert(cluster_tag_key(&self.config.cluster_name), "owned".into());
+        Ok(LaunchTemplateSpec {
+            name: format!("karpenter.k8s.aws/{}/{hash:016x}", self.config.cluster_name),
+            image_id,
+            instance_profile: instance_profile.to_string(),
+            security_group_ids: sg_ids,
+            user_data,
+            metadata_options: provider.metadata_options.clone(),
+            block_device_mappings: provider.block_device_mappings.clone(),
+            tags,
+        })
+    }
+
+    fn owned_filters(&self) -> Vec<Filter> {
+        vec![
+            Filter::new(
+                &format!("tag:{}", cluster_tag_key(&self.config.cluster_name)),
+                &["owned"],
+            ),
+            Filter::new(
+                "instance-state-name",
+                &["pending", "running", "stopping", "stopped"],
+            ),
+        ]
+    }
+
+    fn owns(&self, instance: &Instance) -> bool {
+        instance
+            .tags
+            .get(&cluster_tag_key(&self.config.cluster_name))
+            .is_some_and(|v| v == "owned")
+    }
+
+    /// Our live instance launched with a client token, if any.
+    async fn find_by_token(&self, token: &str) -> Result<Option<Instance>, CloudError> {
+        let mut filters = self.owned_filters();
+        filters.push(Filter::new(&format!("tag:{CLIENT_TOKEN_TAG}"), &[token]));
+        let found = self
+            .call("DescribeInstances", || {
+                self.api.describe_instances(filters.clone(), vec![])
+            })
+            .await?;
+        Ok(found.into_iter().min_by(|a, b| a.id.cmp(&b.id)))
+    }
+
+    /// CreateFleet with retries; before each retry, looks for an instance of this token.
+    async fn create_fleet(
+        &self,
+        request: &FleetRequest,
+        token: &str,
+    ) -> Result<Result<FleetResponse, Instance>, CloudError> {
+        let mut attempt = 0;
+        loop {
+            match self.api.create_fleet(request).await {
+                Ok(r) => return Ok(Ok(r)),
+                Err(e) if e.is_retryable() && attempt + 1 < self.config.max_attempts => {
+                    tracing::debug!(code = %e.code, attempt, "retrying CreateFleet");
+                    self.clock.sleep(self.config.backoff(attempt)).await;
+                    attempt += 1;
+                    if let Some(i) = self.find_by_token(token).await? {
+                        return Ok(Err(i));
+                    }
+                }
+                Err(e) => return Err(e.into_cloud("CreateFleet")),
+            }
+        }
+    }
+
+    /// The capacity type and overrides per architecture for what is still available.
+    fn plan(
+        &self,
+        request: &NodeRequest,
+        infos: &[AwsInstanceTypeInfo],
+        subnets: &[Subnet],
+    ) -> Option<(String, ArchOverrides)> {
+        // One subnet per zone: the one with the most free addresses.
+        let mut zonal: BTreeMap<&str, &Subnet> = BTreeMap::new();
+        for s in subnets {
+            let e = zonal.entry(s.zone.as_str()).or_insert(s);
+            if s.available_ips > e.available_ips {
+                *e = s;
+            }
+        }
+        let options: Vec<&AwsInstanceTypeInfo> = request
+            .instance_types
+            .iter()
+            .filter_map(|n| infos.iter().find(|i| &i.name == n))
+            .take(MAX_INSTANCE_TYPES)
+            .collect();
+        let overrides = |ct: &str| {
+            let mut by_arch: ArchOverrides = Vec::new();
+            for info in &options {
+                if !info.supported_usage_classes.iter().any(|u| u == ct) {
+                    continue;
+                }
+                if ct == CAPACITY_TYPE_ON_DEMAND && info.on_demand_price.is_none() {
+                    continue;
+                }
+                for (zone, subnet) in &zonal {
+                    if !request.allows_zone(zone)
+                        || !info.zones.iter().any(|z| z == zone)
+                        || self.unavailable.is_unavailable(&info.name, zone, ct)
+                    {
+                        continue;
+                    }
+                    let i = match by_arch.iter().position(|(a, _)| *a == info.architecture) {
+                        Some(i) => i,
+                        None => {
+                            by_arch.push((info.architecture, Vec::new()));
+                            by_arch.len() - 1
+                        }
+                    };
+                    by_arch[i].1.push(FleetOverride {
+                        instance_type: info.name.clone(),
+                        subnet_id: subnet.id.clone(),
+                        zone: zone.to_string(),
+                    });
+                }
+            }
+            by_arch
+        };
+        for ct in [CAPACITY_TYPE_SPOT, CAPACITY_TYPE_ON_DEMAND] {
+            if !request.allows_capacity_type(ct) {
+                continue;
+            }
+            let o = overrides(ct);
+            if !o.is_empty() {
+                return Some((ct.to_string(), o));
+            }
+        }
+        None
+    }
+
+    /// The instance a fleet launched, described (falls back to what the fleet said).
+    async fn launched(
+        &self,
+        fleet: &api::FleetInstance,
+        subnets: &[Subnet],
+    ) -> Result<Instance, CloudError> {
+        let ids = vec![fleet.id.clone()];
+        let described = self
+            .call("DescribeInstances", || {
+                self.api.describe_instances(vec![], ids.clone())
+            })
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        Ok(described.unwrap_or_else(|| Instance {
+            id: fleet.id.clone(),
+            instance_type: fleet.instance_type.clone(),
+            zone: fleet
+                .subnet_id
+                .as_ref()
+                .and_then(|s| subnets.iter().find(|x| &x.id == s))
+                .map(|s| s.zone.clone())
+                .unwrap_or_default(),
+            capacity_type: fleet.capacity_type.clone(),
+            state: crate::cloud::provider::InstanceState::Pending,
+            private_dns_name: String::new(),
+            image_id: String::new(),
+            tags: BTreeMap::new(),
+        }))
+    }
+
+    async fn resolve(&self, provisioner: &Provisioner) -> Result<Resolved, CloudError> {
+        let provider = self.provider_of(provisioner)?;
+        let subnets = self.subnets(&provider).await?;
+        Ok(Resolved { provider, subnets })
+    }
+}
+
+/// The client token for one launch round, within CreateFleet's 64 characters.
+fn round_token(token: &str, round: u32) -> String {
+    let suffix = format!("-{round}");
+    let keep = 64 - suffix.len();
+    let base: String = if token.len() > keep {
+        format!("{:016x}", fnv1a(&[token]))
+    } else {
+        token.to_string()
+    };
+    format!("{base}{suffix}")
+}
+
+impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
+    async fn instance_types(
+        &self,
+        provisioner: &Provisioner,
+    ) -> Result<Vec<InstanceType>, CloudError> {
+        let Resolved { subnets, .. } = self.resolve(provisioner).await?;
+        let zones: BTreeSet<&str> = subnets.iter().map(|s| s.zone.as_str()).collect();
+        let infos = self.instance_type_infos().await?;
+        let spot = self.spot_prices().await?;
+        let mut types: Vec<InstanceType> = infos
+            .iter()
+            .filter_map(|info| {
+                let mut info = info.clone();
+                info.zones.retain(|z| zones.contains(z.as_str()));
+                if info.zones.is_empty() {
+                    return None;
+                }
+                let mut t = aws_instance_type(&info, &AwsCatalogOptions::default());
+                for o in &mut t.offerings {
+                    if o.capacity_type == CAPACITY_TYPE_SPOT {
+                        o.price = spot.get(&(t.name.clone(), o.zone.clone())).copied();
+                    }
+                }
+                Some(t)
+            })
+            .collect();
+        self.unavailable.apply(&mut types);
+        Ok(types)
+    }
+
+    async fn create(&self, request: &NodeRequest) -> Result<Instance, CloudError> {
+        let name = request
+            .provisioner
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default();
+        let Resolved { provider, subnets } = self.resolve(&request.provisioner).await?;
+        let family = provider.ami_family.clone().unwrap_or_else(|| "AL2".into());
+        if provider.launch_template.is_none() && !SUPPORTED_AMI_FAMILIES.contains(&family.as_str())
+        {
+            return Err(CloudError::UnknownAmiFamily {
+                family,
+                known: SUPPORTED_AMI_FAMILIES.to_vec(),
+            });
+        }
+        let instance_profile = provider
+            .instance_profile
+            .clone()
+            .or_else(|| self.config.default_instance_profile.clone())
+            .unwrap_or_default();
+        if provider.launch_template.is_none() && instance_profile.is_empty() {
+            return Err(CloudError::UnknownInstanceProfile {
+                name: String::new(),
+                message: "the provider sets no instanceProfile and no default is configured".into(),
+            });
+        }
+        let security_groups = if provider.launch_template.is_none() {
+            self.security_groups(&provider).await?
+        } else {
+            vec![]
+        };
+        if let Some(existing) = self.find_by_token(&request.client_token).await? {
+            return Ok(existing);
+        }
+        let infos = self.instance_type_infos().await?;
+        let mut tags: BTreeMap<String, String> = provider.tags.clone();
+        tags.insert(
+            "Name".into(),
+            format!("karpenter/{}/{name}", self.config.cluster_name),
+        );
+        tags.insert(PROVISIONER_TAG.into(), name.clone());
+        tags.insert(cluster_tag_key(&self.config.cluster_name), "owned".into());
+        tags.insert(CLIENT_TOKEN_TAG.into(), request.client_token.clone());
+        let mut errors: Vec<String> = Vec::new();
+        let mut tried: BTreeSet<String> = BTreeSet::new();
+        for round in 0..self.config.max_launch_rounds.max(1) {
+            let Some((capacity_type, mut by_arch)) = self.plan(request, &infos, &subnets) else {
+                break;
+            };
+            if provider.launch_template.is_some() {
+                // The user's template carries its own AMI: one config for every override.
+                let all: Vec<FleetOverride> = by_arch.drain(..).flat_map(|(_, o)| o).collect();
+                by_arch.push((Architecture::Amd64, all));
+            }
+            let mut configs = Vec::new();
+            for (arch, overrides) in by_arch {
+                tried.extend(overrides.iter().map(|o| o.instance_type.clone()));
+                let template = match &provider.launch_template {
+                    Some(t) => t.clone(),
+                    None => {
+                        let ami = self.ami(&family, arch).await?;
+                        let spec = self.launch_template_spec(
+                            &provider,
+                            &family,
+                            ami,
+                            &instance_profile,
+                            &security_groups,
+                            request,
+                        )?;
+                        self.ensure_launch_template(&spec).await?;
+                        spec.name
+                    }
+                };
+                configs.push(FleetConfig {
+                    launch_template_name: template,
+                    overrides,
+                });
+            }
+            let fleet = FleetRequest {
+                client_token: round_token(&request.client_token, round),
+                capacity_type: capacity_type.clone(),
+                configs,
+                tags: tags.clone(),
+            };
+            let response = match self.create_fleet(&fleet, &request.client_token).await? {
+                Ok(r) => r,
+                Err(existing) => return Ok(existing),
+            };
+            let zone_of = |subnet: &Option<String>| {
+                subnet
+                    .as_ref()
+                    .and_then(|s| subnets.iter().find(|x| &x.id == s))
+                    .map(|s| s.zone.clone())
+            };
+            for e in &response.errors {
+                if e.is_capacity_error() {
+                    if let (Some(t), Some(z)) = (&e.instance_type, zone_of(&e.subnet_id)) {
+                        self.unavailable.mark(t, &z, &capacity_type);
+                    }
+                }
+                errors.push(format!("{}: {}", e.code, e.message));
+            }
+            if let Some(first) = response.instances.first() {
+                return self.launched(first, &subnets).await;
+            }
+            if let Some(e) = response.errors.iter().find(|e| !e.is_capacity_error()) {
+                if e.message.contains("iamInstanceProfile")
+                    || e.message.contains("Instance Profile")
+                {
+                    return Err(CloudError::UnknownInstanceProfile {
+                        name: instance_profile,
+                        message: e.message.clone(),
+                    });
+                }
+                return Err(CloudError::Api {
+                    operation: "CreateFleet",
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+            }
+            if response.errors.is_empty() {
+                return Err(CloudError::Api {
+                    operation: "CreateFleet",
+                    code: "NoInstances".into(),
+                    message: "CreateFleet launched nothing and reported no error".into(),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Err(CloudError::NoOfferings(format!(
+                "none of {:?} has an available offering in the subnets' zones {:?} (allowed zones {:?}, capacity types {:?})",
+                request.instance_types,
+                subnets.iter().map(|s| s.zone.as_str()).collect::<BTreeSet<_>>(),
+                request.zones,
+                request.capacity_types
+            )))
+        } else {
+            Err(CloudError::InsufficientCapacity {
+                instance_types: tried.into_iter().collect(),
+                detail: errors.join("; "),
+            })
+        }
+    }
+
+    async fn delete(&self, instance_id: &str) -> Result<(), CloudError> {
+        let Some(instance) = self.describe(instance_id).await? else {
+            return Ok(());
+        };
+        if !self.owns(&instance) {
+            return Err(CloudError::NotOwned {
+                instance_id: instance_id.to_string(),
+                cluster: self.config.cluster_name.clone(),
+            });
+        }
+        if instance.state == crate::cloud::provider::InstanceState::Terminated {
+            return Ok(());
+        }
+        let ids = vec![instance_id.to_string()];
+        match self
+            .call("TerminateInstances", || {
+                self.api.terminate_instances(ids.clone())
+            })
+            .await
+        {
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
+            r => r,
+        }
+    }
+
+    async fn get(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
+        Ok(self.describe(instance_id).await?.filter(|i| self.owns(i)))
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        let filters = self.owned_filters();
+        let mut all = self
+            .call("DescribeInstances", || {
+                self.api.describe_instances(filters.clone(), vec![])
+            })
+            .await?;
+        all.retain(|i| self.owns(i) && !i.state.is_terminating());
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+}
+
+impl<A: Ec2Api> AwsCloud<A> {
+    /// One instance by ID, ours or not; `None` when EC2 does not know it.
+    async fn describe(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
+        let ids = vec![instance_id.to_string()];
+        match self
+            .call("DescribeInstances", || {
+                self.api.describe_instances(vec![], ids.clone())
+            })
+            .await
+        {
+            Ok(v) => Ok(v.into_iter().find(|i| i.id == instance_id)),
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The EC2/SSM operations this module calls, as IAM actions (checked against
+/// [`crate::cloud::iam::IAM_ACTIONS`]).
+pub const CALLED_ACTIONS: &[&str] = &[
+    "ec2:CreateFleet",
+    "ec2:CreateLaunchTemplate",
+    "ec2:DescribeInstanceTypeOfferings",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeInstances",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSpotPriceHistory",
+    "ec2:DescribeSubnets",
+    "ec2:TerminateInstances",
+    "ssm:GetParameter",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn called_actions_are_in_the_policy() {
+        for a in CALLED_ACTIONS {
+            assert!(
+                crate::cloud::iam::IAM_ACTIONS.contains(a),
+                "{a} is called but not in IAM_ACTIONS"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = AwsConfig::new("demo");
+        assert_eq!(c.backoff(0), Duration::from_millis(200));
+        assert_eq!(c.backoff(1), Duration::from_millis(400));
+        assert_eq!(c.backoff(10), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn round_tokens_fit_create_fleet() {
+        assert_eq!(round_token("node-1", 0), "node-1-0");
+        let long = "x".repeat(100);
+        assert!(round_token(&long, 2).len() <= 64);
+        assert_eq!(round_token(&long, 2), round_token(&long, 2));
+    }
+}
