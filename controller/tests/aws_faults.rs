@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use karpenter::api::AwsProvider;
 use karpenter::cloud::aws::api::{
-    Filter, FleetError, FleetRequest, FleetResponse, LaunchTemplateSpec, SecurityGroup, SpotPrice,
-    Subnet,
+    Filter, FleetError, FleetRequest, FleetResponse, InstanceProfileInfo, LaunchTemplateSpec,
+    SecurityGroup, SpotPrice, Subnet,
 };
 use karpenter::cloud::aws::{ApiError, AwsCloud, Ec2Api, SdkApi};
 use karpenter::cloud::catalog::AwsInstanceTypeInfo;
@@ -93,6 +93,10 @@ impl Ec2Api for FaultyApi {
 
     async fn get_parameter(&self, name: &str) -> Result<String, ApiError> {
         self.inner.get_parameter(name).await
+    }
+
+    async fn instance_profile(&self, name: &str) -> Result<Option<InstanceProfileInfo>, ApiError> {
+        self.inner.instance_profile(name).await
     }
 
     async fn find_launch_template(&self, name: &str) -> Result<Option<String>, ApiError> {
@@ -412,7 +416,8 @@ fn an_unknown_instance_profile_is_a_configuration_error() {
     let (_, cloud) = cloud(&m);
     block_on(async {
         fixture(cloud.api().inner_api()).await;
-        // What EC2 answers per override when the profile does not exist (moto does not check).
+        // The profile exists in IAM (the fixture creates it), but EC2 still rejects it, e.g.
+        // while IAM changes propagate: what EC2 answers per override in that case.
         *cloud.api().fleet_error.lock().unwrap() = Some(FleetError {
             instance_type: Some("m5.large".into()),
             subnet_id: None,

@@ -1,6 +1,7 @@
 //! The AWS provider against a real EC2/SSM API: a moto server on 127.0.0.1 (see
 //! `support_moto`). Covers discovery, describe calls, CreateFleet requests and tags, launch
-//! templates, listing with pagination, and termination of owned instances only.
+//! templates, instance profiles looked up in IAM, listing with pagination, and termination of
+//! owned instances only.
 
 mod support_moto;
 
@@ -128,6 +129,13 @@ fn bad_configuration_names_the_selector_and_never_launches() {
                     ..Default::default()
                 },
                 "amiFamily \"Windows2019\" is not supported: known [\"AL2\", \"Bottlerocket\", \"Ubuntu\"]",
+            ),
+            (
+                AwsProvider {
+                    instance_profile: Some("Missing".into()),
+                    ..Default::default()
+                },
+                "spec.provider.instanceProfile \"Missing\": no IAM instance profile of that name exists",
             ),
         ];
         for (provider, message) in cases {
@@ -522,5 +530,162 @@ fn describe_instance_types_maps_like_the_builtin_catalog() {
             let want = builtin.iter().find(|i| i.name == name).unwrap();
             assert_eq!(got, want, "{name}");
         }
+    });
+}
+
+fn profile_provider(name: &str) -> AwsProvider {
+    AwsProvider {
+        instance_profile: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn unknown_instance_profile_is_a_configuration_error_and_nothing_launches() {
+    let m = moto();
+    let cloud = cloud(&m, None);
+    block_on(async {
+        fixture(cloud.api()).await;
+        // Inline provider.
+        let p = provisioner("default", profile_provider("NoSuchProfile"));
+        let err = cloud
+            .create(&request(&p, "n1", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration(), "{err}");
+        assert!(
+            matches!(err, CloudError::InvalidInstanceProfile { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "spec.provider.instanceProfile \"NoSuchProfile\": no IAM instance profile of that \
+             name exists (GetInstanceProfile: NoSuchEntity); create it or fix the name"
+        );
+        // An AWSNodeTemplate names itself.
+        cloud.set_node_template(
+            "nodes",
+            AwsNodeTemplateSpec {
+                instance_profile: Some("AlsoMissing".into()),
+                ..Default::default()
+            },
+        );
+        let err = cloud
+            .create(&request(
+                &provider_ref_provisioner("ref", "nodes"),
+                "n2",
+                &["m5.large"],
+            ))
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration(), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "AWSNodeTemplate \"nodes\" spec.instanceProfile \"AlsoMissing\": no IAM instance profile"
+            ),
+            "{err}"
+        );
+        // The controller's default profile, when the provisioner sets none.
+        let mut c = config();
+        c.default_instance_profile = Some("DefaultMissing".into());
+        let other = AwsCloud::new(m.api(None), c, Arc::new(ManualClock::new()));
+        let err = other
+            .create(&request(
+                &provisioner("default", AwsProvider::default()),
+                "n3",
+                &["m5.large"],
+            ))
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration(), "{err}");
+        assert!(
+            err.to_string().starts_with("defaultInstanceProfile")
+                && err
+                    .to_string()
+                    .contains("\"DefaultMissing\": no IAM instance profile"),
+            "{err}"
+        );
+        assert_eq!(all_instances(cloud.api()).await, 0, "nothing launched");
+        assert!(launch_template_names(cloud.api()).await.is_empty());
+        // A miss is not cached: once the profile exists, the same provisioner launches.
+        instance_profile(cloud.api(), "NoSuchProfile", Some("NoSuchProfileRole")).await;
+        let i = cloud
+            .create(&request(&p, "n1", &["m5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(all_instances(cloud.api()).await, 1);
+        assert_eq!(cloud.get(&i.id).await.unwrap().unwrap().id, i.id);
+    });
+}
+
+#[test]
+fn instance_profile_without_a_role_is_a_configuration_error() {
+    let m = moto();
+    let cloud = cloud(&m, None);
+    block_on(async {
+        fixture(cloud.api()).await;
+        instance_profile(cloud.api(), "NoRole", None).await;
+        let p = provisioner("default", profile_provider("NoRole"));
+        let err = cloud
+            .create(&request(&p, "n1", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "spec.provider.instanceProfile \"NoRole\": IAM instance profile arn:aws:iam::"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("has no role attached, so its instances would have no credentials"),
+            "{text}"
+        );
+        assert_eq!(all_instances(cloud.api()).await, 0, "nothing launched");
+        assert!(launch_template_names(cloud.api()).await.is_empty());
+    });
+}
+
+#[test]
+fn a_found_instance_profile_is_cached_for_the_cache_ttl() {
+    let m = moto();
+    let clock = Arc::new(ManualClock::new());
+    let cloud = AwsCloud::new(m.api(None), config(), clock.clone());
+    block_on(async {
+        fixture(cloud.api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        cloud
+            .create(&request(&p, "n1", &["m5.large"]))
+            .await
+            .unwrap();
+        // Deleted from IAM: still cached, so the next launch does not look it up.
+        let iam = cloud.api().iam();
+        iam.remove_role_from_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .role_name(NODE_ROLE)
+            .send()
+            .await
+            .unwrap();
+        iam.delete_instance_profile()
+            .instance_profile_name(INSTANCE_PROFILE)
+            .send()
+            .await
+            .unwrap();
+        cloud
+            .create(&request(&p, "n2", &["m5.large"]))
+            .await
+            .unwrap();
+        // After the TTL it is looked up again and found missing.
+        clock.advance(std::time::Duration::from_secs(301));
+        let err = cloud
+            .create(&request(&p, "n3", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CloudError::InvalidInstanceProfile { .. }),
+            "{err}"
+        );
+        assert_eq!(all_instances(cloud.api()).await, 2);
     });
 }

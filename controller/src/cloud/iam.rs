@@ -19,6 +19,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:DescribeSubnets",
     "ec2:RunInstances",
     "ec2:TerminateInstances",
+    "iam:GetInstanceProfile",
     "iam:PassRole",
     "ssm:GetParameter",
 ];

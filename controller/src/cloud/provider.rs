@@ -226,6 +226,17 @@ pub enum CloudError {
         /// Why.
         message: String,
     },
+    /// The instance profile cannot be used: IAM has no profile of that name, or the profile
+    /// has no role (its instances would get no credentials to join the cluster).
+    #[error("{field} {name:?}: {problem}")]
+    InvalidInstanceProfile {
+        /// Where the name was set, e.g. `spec.provider.instanceProfile`.
+        field: String,
+        /// The profile name.
+        name: String,
+        /// What IAM answered, and what to do about it.
+        problem: String,
+    },
     /// The AMI family is unknown or not supported by this provider.
     #[error("amiFamily {family:?} is not supported: known {known:?}")]
     UnknownAmiFamily {
@@ -283,6 +294,7 @@ impl CloudError {
             Self::NoSubnets { .. }
                 | Self::NoSecurityGroups { .. }
                 | Self::UnknownInstanceProfile { .. }
+                | Self::InvalidInstanceProfile { .. }
                 | Self::UnknownAmiFamily { .. }
                 | Self::AmiNotFound { .. }
                 | Self::InvalidProvider { .. }
@@ -499,6 +511,16 @@ mod tests {
         );
         assert!(e.is_configuration());
         assert_eq!(e.code(), None);
+        let e = CloudError::InvalidInstanceProfile {
+            field: "spec.provider.instanceProfile".into(),
+            name: "Nodes".into(),
+            problem: "no IAM instance profile of that name exists".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "spec.provider.instanceProfile \"Nodes\": no IAM instance profile of that name exists"
+        );
+        assert!(e.is_configuration());
     }
 
     #[test]

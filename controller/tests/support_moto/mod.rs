@@ -175,6 +175,10 @@ impl Moto {
 
 /// Cluster name of every fixture.
 pub const CLUSTER: &str = "demo";
+/// Instance profile the fixture creates (with [`NODE_ROLE`]) and [`config`] defaults to.
+pub const INSTANCE_PROFILE: &str = "KarpenterNodeInstanceProfile";
+/// Role attached to [`INSTANCE_PROFILE`].
+pub const NODE_ROLE: &str = "KarpenterNodeRole";
 /// SSM prefix under which the tests write AMI parameters.
 pub const SSM_PREFIX: &str = "/karpenter-test";
 
@@ -192,8 +196,36 @@ pub struct Fixture {
     pub ami_arm64: String,
 }
 
-/// Creates a VPC with two tagged subnets, one untagged, a tagged security group, and AMI
-/// parameters for AL2 and Bottlerocket (amd64 and arm64) under [`SSM_PREFIX`].
+/// Creates an IAM instance profile, and `role` attached to it when given (moto serves IAM on
+/// the same endpoint).
+pub async fn instance_profile(api: &SdkApi, name: &str, role: Option<&str>) {
+    let iam = api.iam();
+    iam.create_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .unwrap();
+    if let Some(role) = role {
+        iam.create_role()
+            .role_name(role)
+            .assume_role_policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        iam.add_role_to_instance_profile()
+            .instance_profile_name(name)
+            .role_name(role)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Creates a VPC with two tagged subnets, one untagged, a tagged security group, AMI
+/// parameters for AL2 and Bottlerocket (amd64 and arm64) under [`SSM_PREFIX`], and the
+/// instance profile [`INSTANCE_PROFILE`] with a role.
 pub async fn fixture(api: &SdkApi) -> Fixture {
     use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
     let ec2 = api.ec2();
@@ -250,6 +282,7 @@ pub async fn fixture(api: &SdkApi) -> Fixture {
         .unwrap()
         .group_id
         .unwrap();
+    instance_profile(api, INSTANCE_PROFILE, Some(NODE_ROLE)).await;
     let images = ec2.describe_images().owners("amazon").send().await.unwrap();
     let ami = images.images()[0].image_id().unwrap().to_string();
     let ami_arm64 = images.images()[1].image_id().unwrap().to_string();
@@ -292,7 +325,7 @@ pub fn config() -> karpenter::cloud::aws::AwsConfig {
     c.cluster_endpoint = "https://demo.example.com".into();
     c.cluster_ca_bundle = "Q0EK".into();
     c.ssm_parameter_prefix = SSM_PREFIX.into();
-    c.default_instance_profile = Some("KarpenterNodeInstanceProfile".into());
+    c.default_instance_profile = Some(INSTANCE_PROFILE.into());
     c
 }
 

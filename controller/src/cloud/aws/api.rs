@@ -1,6 +1,7 @@
-//! The EC2/SSM calls the AWS provider makes, as a small trait over plain values.
+//! The EC2/SSM/IAM calls the AWS provider makes, as a small trait over plain values.
 //!
-//! [`super::sdk::SdkApi`] implements it with aws-sdk-ec2 and aws-sdk-ssm (pagination inside);
+//! [`super::sdk::SdkApi`] implements it with aws-sdk-ec2, aws-sdk-ssm and aws-sdk-iam
+//! (pagination inside);
 //! tests wrap that implementation to inject faults (capacity errors, throttling) that a moto
 //! server never returns.
 
@@ -126,6 +127,18 @@ pub struct SpotPrice {
     pub price: f64,
 }
 
+/// An IAM instance profile, as GetInstanceProfile answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceProfileInfo {
+    /// Profile name.
+    pub name: String,
+    /// Profile ARN.
+    pub arn: String,
+    /// Names of the roles attached (at most one on AWS); empty means instances get no
+    /// credentials.
+    pub roles: Vec<String>,
+}
+
 /// A launch template Karpenter creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchTemplateSpec {
@@ -224,7 +237,7 @@ impl FleetError {
     }
 }
 
-/// The EC2 and SSM operations the AWS provider uses. Implementations page through results.
+/// The EC2, SSM and IAM operations the AWS provider uses. Implementations page through results.
 pub trait Ec2Api: Send + Sync {
     /// DescribeSubnets.
     fn describe_subnets(
@@ -255,6 +268,13 @@ pub trait Ec2Api: Send + Sync {
 
     /// SSM GetParameter: the parameter's value.
     fn get_parameter(&self, name: &str) -> impl Future<Output = Result<String, ApiError>> + Send;
+
+    /// IAM GetInstanceProfile: the profile and its roles, `None` when no profile of that name
+    /// exists (`NoSuchEntity`).
+    fn instance_profile(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<InstanceProfileInfo>, ApiError>> + Send;
 
     /// DescribeLaunchTemplates by name: the template ID, `None` when it does not exist.
     fn find_launch_template(

@@ -1,5 +1,6 @@
 //! Discovery and caches: subnets and security groups by selector, instance types with zones
-//! and prices, spot prices, AMIs from SSM parameters, launch templates by content hash.
+//! and prices, spot prices, AMIs from SSM parameters, instance profiles from IAM, launch
+//! templates by content hash.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use crate::api::AwsProvider;
 use crate::cloud::catalog::{builtin_us_east_1, Architecture, AwsInstanceTypeInfo};
 use crate::cloud::provider::{describe_selector, lock, CloudError};
 
-use super::api::{Ec2Api, Filter, LaunchTemplateSpec, SecurityGroup, Subnet};
+use super::api::{Ec2Api, Filter, InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, Subnet};
 use super::user_data::{ami_parameter, SUPPORTED_AMI_FAMILIES};
 use super::{AwsCloud, Cached, DISCOVERY_TAG, IDS_SELECTOR_KEY};
 
@@ -195,6 +196,52 @@ impl<A: Ec2Api> AwsCloud<A> {
             },
         );
         Ok(ami)
+    }
+
+    /// The IAM instance profile `name` (set at `field`, named in errors), which must exist and
+    /// have a role; cached for `cache_ttl` once it does, misses are looked up again each time.
+    pub async fn instance_profile(
+        &self,
+        field: &str,
+        name: &str,
+    ) -> Result<Arc<InstanceProfileInfo>, CloudError> {
+        let now = self.clock.now();
+        if let Some(c) = lock(&self.caches).instance_profiles.get(name) {
+            if now.duration_since(c.at) < self.config.cache_ttl {
+                return Ok(c.value.clone());
+            }
+        }
+        let found = self
+            .call("GetInstanceProfile", || self.api.instance_profile(name))
+            .await?;
+        let invalid = |problem: String| CloudError::InvalidInstanceProfile {
+            field: field.to_string(),
+            name: name.to_string(),
+            problem,
+        };
+        let Some(profile) = found else {
+            return Err(invalid(
+                "no IAM instance profile of that name exists (GetInstanceProfile: NoSuchEntity); \
+                 create it or fix the name"
+                    .into(),
+            ));
+        };
+        if profile.roles.is_empty() {
+            return Err(invalid(format!(
+                "IAM instance profile {} has no role attached, so its instances would have no \
+                 credentials to join the cluster; add the node role to it",
+                profile.arn
+            )));
+        }
+        let value = Arc::new(profile);
+        lock(&self.caches).instance_profiles.insert(
+            name.to_string(),
+            Cached {
+                at: now,
+                value: value.clone(),
+            },
+        );
+        Ok(value)
     }
 
     /// Finds or creates the launch template for a spec; its name carries the content hash.

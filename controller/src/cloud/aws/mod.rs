@@ -10,6 +10,9 @@
 //!                                    └──── UnavailableOfferings (3 min) <┘
 //! ```
 //!
+//! Before anything is launched, the instance profile is looked up in IAM (GetInstanceProfile):
+//! a missing profile, or one without a role, is a configuration error.
+//!
 //! Start with [`AwsCloud::new`] over an [`Ec2Api`] ([`SdkApi`] for real calls). Every call is
 //! retried on throttling and transient errors with capped exponential backoff on the injected
 //! [`Clock`]; a launch looks for an instance carrying its client token before retrying, so one
@@ -40,8 +43,8 @@ use crate::scheduling::InstanceType;
 
 pub use api::{ApiError, Ec2Api};
 use api::{
-    Filter, FleetConfig, FleetOverride, FleetRequest, FleetResponse, LaunchTemplateSpec,
-    SecurityGroup, Subnet,
+    Filter, FleetConfig, FleetOverride, FleetRequest, FleetResponse, InstanceProfileInfo,
+    LaunchTemplateSpec, SecurityGroup, Subnet,
 };
 pub use sdk::{SdkApi, SdkSettings};
 use user_data::{fnv1a, Bootstrap, SUPPORTED_AMI_FAMILIES};
@@ -117,6 +120,8 @@ struct Caches {
     types: Option<Cached<Vec<AwsInstanceTypeInfo>>>,
     spot: Option<Cached<HashMap<(String, String), f64>>>,
     amis: HashMap<String, Cached<String>>,
+    /// Instance profiles found in IAM with a role (misses are never cached).
+    instance_profiles: HashMap<String, Cached<InstanceProfileInfo>>,
     launch_templates: BTreeMap<String, String>,
 }
 
@@ -216,6 +221,17 @@ impl<A: Ec2Api> AwsCloud<A> {
             provisioner: name,
             message: "neither provider nor providerRef is set".into(),
         })
+    }
+
+    /// Where a provisioner's instance profile name comes from, for error messages.
+    fn instance_profile_field(&self, provisioner: &Provisioner, provider: &AwsProvider) -> String {
+        if provider.instance_profile.is_none() {
+            return "defaultInstanceProfile (controller setting; the provisioner sets no instanceProfile)".into();
+        }
+        match (&provisioner.spec.provider, &provisioner.spec.provider_ref) {
+            (None, Some(r)) => format!("AWSNodeTemplate {:?} spec.instanceProfile", r.name),
+            _ => "spec.provider.instanceProfile".into(),
+        }
     }
 
     /// The launch template spec for one architecture of a request.
@@ -495,6 +511,11 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                 message: "the provider sets no instanceProfile and no default is configured".into(),
             });
         }
+        if provider.launch_template.is_none() {
+            // Before anything is created or launched: the profile must exist and have a role.
+            let field = self.instance_profile_field(&request.provisioner, &provider);
+            self.instance_profile(&field, &instance_profile).await?;
+        }
         let security_groups = if provider.launch_template.is_none() {
             self.security_groups(&provider).await?
         } else {
@@ -685,6 +706,7 @@ pub const CALLED_ACTIONS: &[&str] = &[
     "ec2:DescribeSpotPriceHistory",
     "ec2:DescribeSubnets",
     "ec2:TerminateInstances",
+    "iam:GetInstanceProfile",
     "ssm:GetParameter",
 ];
 

@@ -1,4 +1,4 @@
-//! [`Ec2Api`] over aws-sdk-ec2 and aws-sdk-ssm.
+//! [`Ec2Api`] over aws-sdk-ec2, aws-sdk-ssm and aws-sdk-iam.
 //!
 //! The SDK's own retries are off: [`super::AwsCloud`] retries with its injectable clock.
 
@@ -14,7 +14,7 @@ use crate::cloud::provider::{Instance, InstanceState};
 
 use super::api::{
     ApiError, Ec2Api, Filter, FleetError, FleetInstance, FleetRequest, FleetResponse,
-    LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
+    InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
 };
 
 /// Where the SDK clients connect and how they authenticate.
@@ -33,6 +33,7 @@ pub struct SdkSettings {
 pub struct SdkApi {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
+    iam: aws_sdk_iam::Client,
     page_size: Option<i32>,
 }
 
@@ -232,15 +233,22 @@ impl SdkApi {
         let mut ssm = aws_sdk_ssm::Config::builder()
             .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
             .region(aws_sdk_ssm::config::Region::new(settings.region.clone()))
-            .credentials_provider(creds)
+            .credentials_provider(creds.clone())
             .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled());
+        let mut iam = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new(settings.region.clone()))
+            .credentials_provider(creds)
+            .retry_config(aws_sdk_iam::config::retry::RetryConfig::disabled());
         if let Some(url) = &settings.endpoint_url {
             ec2 = ec2.endpoint_url(url);
             ssm = ssm.endpoint_url(url);
+            iam = iam.endpoint_url(url);
         }
         Self {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
+            iam: aws_sdk_iam::Client::from_conf(iam.build()),
             page_size: settings.page_size,
         }
     }
@@ -257,6 +265,7 @@ impl SdkApi {
         Self {
             ec2: aws_sdk_ec2::Client::new(&shared),
             ssm: aws_sdk_ssm::Client::new(&shared),
+            iam: aws_sdk_iam::Client::new(&shared),
             page_size: settings.page_size,
         }
     }
@@ -269,6 +278,11 @@ impl SdkApi {
     /// The SSM client, for tests that set up fixtures.
     pub fn ssm(&self) -> &aws_sdk_ssm::Client {
         &self.ssm
+    }
+
+    /// The IAM client, for tests that set up fixtures.
+    pub fn iam(&self) -> &aws_sdk_iam::Client {
+        &self.iam
     }
 }
 
@@ -436,6 +450,36 @@ impl Ec2Api for SdkApi {
             .and_then(|p| p.value())
             .map(str::to_string)
             .ok_or_else(|| ApiError::new("ParameterNotFound", name))
+    }
+
+    async fn instance_profile(&self, name: &str) -> Result<Option<InstanceProfileInfo>, ApiError> {
+        let out = match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
+            Err(e) => {
+                return Err(match e.code() {
+                    Some(code) => ApiError::new(code, e.message().unwrap_or_default()),
+                    None => {
+                        ApiError::new("", &aws_sdk_iam::error::DisplayErrorContext(&e).to_string())
+                    }
+                })
+            }
+        };
+        Ok(out.instance_profile().map(|p| InstanceProfileInfo {
+            name: p.instance_profile_name().to_string(),
+            arn: p.arn().to_string(),
+            roles: p
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .collect(),
+        }))
     }
 
     async fn find_launch_template(&self, name: &str) -> Result<Option<String>, ApiError> {
