@@ -36,8 +36,11 @@ if cargo tree --workspace --all-features -e normal,build -i ring 2>/dev/null | g
 fi
 echo "ring: absent"
 
-step "cargo build (all binaries, for the end-to-end tests)"
-cargo build --workspace --bins -j"$JOBS"
+# Build every test target and the binaries the end-to-end tests run, with the features the
+# test run uses (dev-dependencies change feature unification, so a plain `cargo build` would
+# compile the AWS SDK a second time).
+step "cargo test --no-run (all test targets and binaries)"
+cargo test --workspace --no-run -j"$JOBS"
 
 step "cargo test (workspace)"
 cargo test --workspace -j"$JOBS"

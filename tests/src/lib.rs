@@ -2,8 +2,9 @@
 //! End-to-end test support: locate the workspace's real binaries, start the admission webhook
 //! on a loopback port with a throwaway CA, talk to it over real TLS, and run the kubectl plugin.
 //!
-//! The binaries are the ones `cargo build --workspace --bins` leaves next to this crate's test
-//! executables (`target/<profile>/`); `.ci/test.sh` builds them before running the tests.
+//! The binaries are the ones cargo leaves next to this crate's test executables
+//! (`target/<profile>/`): `cargo test --workspace` builds them, because the plugin and the
+//! webhook have integration tests of their own.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,7 +23,7 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum E2eError {
     /// A binary is not built.
-    #[error("binary {0} not found; run `cargo build --workspace --bins` first")]
+    #[error("binary {0} not found; run the tests with `cargo test --workspace`")]
     MissingBinary(PathBuf),
     /// An I/O operation failed.
     #[error("{what}: {source}")]

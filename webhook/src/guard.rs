@@ -214,6 +214,33 @@ pub fn desired_replicas(d: &Deployment) -> i32 {
 /// ConfigMaps and Leases older than `stale_after` do not count.
 pub fn detect(snapshot: &ClusterSnapshot, now: Timestamp, stale_after: Duration) -> Vec<Evidence> {
     let mut found = Vec::new();
+    // Namespaces whose Cluster Autoscaler Deployment was scaled to 0 and has no pod left: right
+    // after `kubectl scale --replicas=0` its status ConfigMap and Lease still look fresh, and
+    // the person who just followed our advice must not be refused again for them.
+    let mut stopped: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut running: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for d in snapshot
+        .deployments
+        .iter()
+        .filter(|d| identify(d).is_some())
+    {
+        let available = d
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        let pods = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let desired = d.spec.as_ref().and_then(|s| s.replicas);
+        if available > 0 || pods > 0 || desired != Some(0) {
+            running.insert(namespace(&d.metadata));
+        } else {
+            stopped.insert(namespace(&d.metadata));
+        }
+    }
+    let stopped_here = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        let ns = namespace(meta);
+        stopped.contains(&ns) && !running.contains(&ns)
+    };
     for d in &snapshot.deployments {
         let available = d
             .status
@@ -239,7 +266,7 @@ pub fn detect(snapshot: &ClusterSnapshot, now: Timestamp, stale_after: Duration)
         (age <= limit).then(|| age.as_secs().max(0))
     };
     for cm in &snapshot.config_maps {
-        if cm.metadata.name.as_deref() != Some(STATUS_CONFIGMAP) {
+        if cm.metadata.name.as_deref() != Some(STATUS_CONFIGMAP) || stopped_here(&cm.metadata) {
             continue;
         }
         let updated = cm
@@ -256,7 +283,7 @@ pub fn detect(snapshot: &ClusterSnapshot, now: Timestamp, stale_after: Duration)
         }
     }
     for lease in &snapshot.leases {
-        if lease.metadata.name.as_deref() != Some(LEASE) {
+        if lease.metadata.name.as_deref() != Some(LEASE) || stopped_here(&lease.metadata) {
             continue;
         }
         let Some(spec) = &lease.spec else { continue };
@@ -424,6 +451,33 @@ mod tests {
             ..Default::default()
         };
         assert!(detect(&garbage, now(), STALE).is_empty());
+    }
+
+    #[test]
+    fn a_just_stopped_autoscaler_is_not_evidence_through_its_fresh_status() {
+        let stopped: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cluster-autoscaler", "namespace": "kube-system"},
+            "spec": {"replicas": 0, "selector": {}, "template": {}},
+            "status": {"replicas": 0, "availableReplicas": 0}
+        }))
+        .unwrap_or_default();
+        let snap = ClusterSnapshot {
+            deployments: vec![Arc::new(stopped.clone())],
+            config_maps: vec![status_cm("2024-05-01 11:59:50.123456789 +0000 UTC")],
+            ..Default::default()
+        };
+        assert!(detect(&snap, now(), STALE).is_empty());
+        // Still terminating (a pod left): the fresh status counts.
+        let mut terminating = stopped.clone();
+        if let Some(s) = terminating.status.as_mut() {
+            s.replicas = Some(1);
+        }
+        let snap = ClusterSnapshot {
+            deployments: vec![Arc::new(terminating)],
+            config_maps: vec![status_cm("2024-05-01 11:59:50.123456789 +0000 UTC")],
+            ..Default::default()
+        };
+        assert_eq!(detect(&snap, now(), STALE).len(), 1);
     }
 
     #[test]
