@@ -17,6 +17,11 @@ fn main() -> ExitCode {
     let _ = out.flush();
     match result {
         Ok(status) => ExitCode::from(status.exit_code()),
+        // A reader that went away (`... | head`) is not an error worth a message; exit as a
+        // process killed by SIGPIPE would (128 + 13).
+        Err(kubectl_karpenter::Error::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::from(141)
+        }
         Err(e) => {
             let mut message = format!("error: {e}");
             let mut source = e.source();

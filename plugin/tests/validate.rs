@@ -323,3 +323,23 @@ fn help_and_version() {
     assert_eq!(plugin(&["version"]).stdout, version);
     assert_eq!(plugin(&["--version"]).stdout, version);
 }
+
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    // The read end is closed before the plugin starts, as after `... | head` has exited.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(support::BIN)
+        .args(["validate", "-f", "guide-corrected.yaml"])
+        .current_dir(support::data_dir())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the plugin");
+    assert_eq!(out.status.code(), Some(141));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
