@@ -153,23 +153,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h` (a bare number is seconds).
+/// Parses `250ms`, `10s`, `5m`, `1h30m` (Go-style, as the Provisioner API's durations; a bare
+/// number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!(
-            "invalid duration unit {unit:?} in {s:?}: use ms, s, m or h"
-        )),
-    }
+    let secs = match s.parse::<u64>() {
+        Ok(n) => n as f64,
+        Err(_) => karpenter::api::validation::parse_duration_secs(s)
+            .map_err(|e| format!("invalid duration: {e}; write e.g. 500ms, 10s or 5m"))?,
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -183,6 +176,7 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5 minutes").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("").is_err());
     }
 
