@@ -148,7 +148,8 @@ stop() {
 # Signals to the supervisor (a Ctrl-C, a timeout killing the process group) stop the child too.
 trap stop TERM INT HUP
 # Wait for our parent to close stdin (or die), then stop the child.
-cat >/dev/null &
+# (A background job's stdin is /dev/null unless redirected, hence `<&0`.)
+cat <&0 >/dev/null &
 wait $!
 stop
 "#;

@@ -8,9 +8,18 @@ use std::time::Duration;
 use karpenter_e2e::controlplane::{ControlPlane, Options, KWOK_NODE_LABEL};
 use serde_json::json;
 
-const PROVISIONER: &str = "apiVersion: karpenter.sh/v1alpha5\nkind: Provisioner\nmetadata:\n  name: guarded\n\
-spec:\n  requirements:\n    - key: karpenter.sh/capacity-type\n      operator: In\n      values: [spot, on-demand]\n\
-  providerRef:\n    name: default\n";
+const PROVISIONER: &str = "apiVersion: karpenter.sh/v1alpha5
+kind: Provisioner
+metadata:
+  name: guarded
+spec:
+  requirements:
+    - key: karpenter.sh/capacity-type
+      operator: In
+      values: [spot, on-demand]
+  providerRef:
+    name: default
+";
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
