@@ -755,6 +755,36 @@ impl ControlPlane {
         }
     }
 
+    /// Starts a moto server (a real implementation of the EC2, SSM and IAM APIs) on a free
+    /// 127.0.0.1 port, supervised like the other components, and returns its endpoint once it
+    /// answers. Python comes from `$KARPENTER_TEST_PYTHON`, else `<repo>/.venv/bin/python`.
+    pub fn start_moto(&self) -> Result<String, E2eError> {
+        let python = std::env::var_os("KARPENTER_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+        if !python.exists() {
+            return Err(E2eError::Components(format!(
+                "{} not found: create it with `python3 -m venv .venv && .venv/bin/pip install -r \
+                 controller/scripts/requirements.txt` (or run `bash .ci/test.sh` once)",
+                python.display()
+            )));
+        }
+        let port = free_port()?;
+        let args = ["-m", "moto.server", "-H", "127.0.0.1", "-p"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([port.to_string()])
+            .collect::<Vec<_>>();
+        self.spawn("moto", &python, &args)?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        self.eventually("moto to answer", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        })?;
+        Ok(endpoint)
+    }
+
     /// Stops one supervised component (e.g. a webhook) and waits until it is gone.
     pub fn stop_component(&self, name: &str) {
         if let Ok(mut procs) = self.procs.lock() {
