@@ -11,7 +11,11 @@
 //!   shared by the webhook and the kubectl plugin.
 //! - [`cloud`]: cloud providers and the built-in AWS instance-type catalog.
 //! - [`scheduling`]: the packing engine: pods to instance types, prices and reasons.
+//! - `runtime` (feature `runtime`): leader election and the other pieces that talk to a
+//!   real cluster.
 
 pub mod api;
 pub mod cloud;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod scheduling;

@@ -1,0 +1,6 @@
+//! The controller's runtime: what connects the pure loops to a real cluster. Needs the
+//! `runtime` feature (the kube-rs client).
+//!
+//! - [`lease`]: one active replica through a `coordination.k8s.io` Lease.
+
+pub mod lease;
