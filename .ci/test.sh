@@ -22,7 +22,7 @@ BIN_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
 export KARPENTER_TEST_BIN_DIR="$BIN_DIR"
 # The real kubectl (v1.36.3, built above) is the one the plugin's tests find on PATH.
 export PATH="$BIN_DIR:$PATH"
-kubectl version --client 2>/dev/null | head -1
+kubectl version --client 2>/dev/null | sed -n 1p
 VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
