@@ -594,8 +594,7 @@ impl ControlPlane {
         }
         cp.startup = started.elapsed();
         eprintln!(
-            "control plane ({}{}{}) ready at {} in {:.1} s; logs in {}",
-            "etcd, kube-apiserver",
+            "control plane (etcd, kube-apiserver{}{}) ready at {} in {:.1} s; logs in {}",
             if options.controller_manager {
                 ", kube-controller-manager"
             } else {
@@ -612,6 +611,18 @@ impl ControlPlane {
             cp.dir.display()
         );
         Ok(cp)
+    }
+
+    /// Starts another program (e.g. `karpenter-controller`) supervised like the components:
+    /// stopped with the control plane, its log kept as `dir/<name>.log`.
+    pub fn start_component(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+    ) -> Result<(), E2eError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.spawn(name, program, &args)
     }
 
     fn spawn(&self, name: &str, program: &Path, args: &[String]) -> Result<(), E2eError> {
@@ -816,7 +827,7 @@ impl ControlPlane {
                 .kubectl_as(
                     &self.kubeconfig,
                     &["create", "--dry-run=server", "-o", "json", "-f", "-"],
-                    Some(&probe),
+                    Some(probe),
                 )
                 .ok()?;
             let text = String::from_utf8_lossy(&out.stdout);
