@@ -10,8 +10,10 @@
 //! - [`api`]: the Provisioner and AWSNodeTemplate types with their defaulting and validation,
 //!   shared by the webhook and the kubectl plugin.
 //! - [`cloud`]: cloud providers and the built-in AWS instance-type catalog.
+//! - [`cluster`]: the in-memory index of the cluster that every loop reads.
 //! - [`scheduling`]: the packing engine: pods to instance types, prices and reasons.
 
 pub mod api;
 pub mod cloud;
+pub mod cluster;
 pub mod scheduling;
