@@ -11,9 +11,11 @@
 //!   shared by the webhook and the kubectl plugin.
 //! - [`cloud`]: cloud providers and the built-in AWS instance-type catalog.
 //! - [`cluster`]: the in-memory index of the cluster that every loop reads.
+//! - [`lifecycle`]: the loops: provisioning, emptiness, expiry, termination, garbage collection.
 //! - [`scheduling`]: the packing engine: pods to instance types, prices and reasons.
 
 pub mod api;
 pub mod cloud;
 pub mod cluster;
+pub mod lifecycle;
 pub mod scheduling;
