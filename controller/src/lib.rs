@@ -13,9 +13,11 @@
 //! - [`cluster`]: the in-memory index of the cluster that every loop reads.
 //! - [`lifecycle`]: the loops: provisioning, emptiness, expiry, termination, garbage collection.
 //! - [`scheduling`]: the packing engine: pods to instance types, prices and reasons.
+//! - [`simulator`]: the offline walkthrough: scenario files over the in-memory cluster.
 
 pub mod api;
 pub mod cloud;
 pub mod cluster;
 pub mod lifecycle;
 pub mod scheduling;
+pub mod simulator;
