@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, runnable on a fresh machine (as root, or with sudo for apt).
-# Installs what it needs from the package registries (kubectl via Debian's kubernetes-client,
-# a Python venv with moto[server]), runs formatting and lint gates, the Rust tests of every
-# crate, and the generated-artifact drift checks. Every service the tests start binds 127.0.0.1.
+# The whole test suite, runnable on a fresh machine with Rust, Go 1.26 and Python 3.
+# Builds what it needs (the real kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+# etcd, kwok, helm and krew from their Go modules, cached outside the clone; a Python venv with
+# moto[server]), runs formatting and lint gates, the Rust tests of every crate (the end-to-end
+# ones on a real control plane), and the generated-artifact drift checks. Every service the
+# tests start binds 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -10,13 +12,17 @@ JOBS=${JOBS:-2}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 step() { printf '\n==> %s\n' "$*"; }
 
-step "tools"
-if ! command -v kubectl >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq kubernetes-client
+step "test components: the real Kubernetes binaries, etcd, kwok, helm and krew (Go modules)"
+# Built once into ${XDG_CACHE_HOME:-$HOME/.cache}/karpenter-rs/bin/ (outside the clone); a cached
+# build is reused. Needs Go 1.26 and the Go module proxy the first time.
+if ! command -v go >/dev/null 2>&1; then
+  echo "error: Go 1.26 is needed to build the test components (kube-apiserver, etcd, kwok, helm, krew)"; exit 1
 fi
-kubectl version --client 2>/dev/null | head -1
+BIN_DIR=$(bash tests/controlplane/build.sh | tail -n 1)
+export KARPENTER_TEST_BIN_DIR="$BIN_DIR"
+# The real kubectl (v1.36.3, built above) is the one the plugin's tests find on PATH.
+export PATH="$BIN_DIR:$PATH"
+kubectl version --client 2>/dev/null | sed -n 1p
 VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"

@@ -14,10 +14,14 @@
 //! - [`lifecycle`]: the loops: provisioning, emptiness, expiry, termination, garbage collection.
 //! - [`scheduling`]: the packing engine: pods to instance types, prices and reasons.
 //! - [`simulator`]: the offline walkthrough: scenario files over the in-memory cluster.
+//! - `runtime` (feature `runtime`): the kube-rs side: cache feeds, the Kubernetes writer,
+//!   leader election, metrics and health.
 
 pub mod api;
 pub mod cloud;
 pub mod cluster;
 pub mod lifecycle;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod scheduling;
 pub mod simulator;

@@ -293,6 +293,32 @@ fn spot_falls_back_to_on_demand_when_spot_is_out_of_capacity() {
 }
 
 #[test]
+fn the_provider_context_is_sent_with_create_fleet() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let with_context = AwsProvider {
+            context: Some("c-0123456789abcdef0".into()),
+            ..Default::default()
+        };
+        let p = provisioner("with-context", with_context);
+        cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap();
+        let p = provisioner("without-context", AwsProvider::default());
+        cloud
+            .create(&request(&p, "node-2", &["m5.large"]))
+            .await
+            .unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let contexts: Vec<Option<&str>> = fleets.iter().map(|f| f.context.as_deref()).collect();
+        assert_eq!(contexts, [Some("c-0123456789abcdef0"), None]);
+    });
+}
+
+#[test]
 fn overrides_keep_the_cheapest_first_order_and_zonal_subnets() {
     let m = moto();
     let (_, cloud) = cloud(&m);

@@ -343,3 +343,64 @@ fn a_closed_output_pipe_ends_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn objects_exported_from_upstream_clusters_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/exported");
+    let dir = dir.to_string_lossy().into_owned();
+    let run = plugin(&["validate", "-f", &dir, "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let json = run.json();
+    assert_eq!(json["valid"], true);
+    assert_eq!(
+        json["skipped"],
+        json!([]),
+        "the README is not read as a manifest"
+    );
+    let objects = json["objects"].as_array().cloned().unwrap_or_default();
+    let named: Vec<(String, String)> = objects
+        .iter()
+        .map(|o| {
+            let text = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+            (text("kind"), text("name"))
+        })
+        .collect();
+    for expected in [
+        ("Provisioner", "legacy"),
+        ("Provisioner", "custom-launch-template"),
+        ("Provisioner", "batch"),
+        ("AWSNodeTemplate", "staging"),
+        ("AWSNodeTemplate", "hardened"),
+        ("Provisioner", "default"),
+        ("Provisioner", "gpu"),
+        ("AWSNodeTemplate", "default"),
+        ("AWSNodeTemplate", "bottlerocket"),
+    ] {
+        let expected = (expected.0.to_string(), expected.1.to_string());
+        assert!(named.contains(&expected), "{expected:?} not in {named:?}");
+    }
+    for o in &objects {
+        assert_eq!(o["valid"], true, "{o}");
+        assert_eq!(o["errors"], json!([]), "{o}");
+        let inline = o["object"]["spec"].get("provider").is_some();
+        for w in o["warnings"].as_array().into_iter().flatten() {
+            assert!(
+                inline && w["field"] == "spec.provider",
+                "{}: {w}",
+                o["name"]
+            );
+        }
+        // Server-set metadata and status are carried through untouched.
+        assert!(o["object"]["metadata"]["uid"].is_string(), "{o}");
+        assert!(o["object"]["metadata"]["managedFields"].is_array(), "{o}");
+    }
+
+    let text = plugin(&["validate", "-f", &dir]);
+    assert_eq!(text.code, Some(0), "{text:?}");
+    assert!(
+        text.stdout
+            .ends_with("9 objects checked: 9 valid, 0 invalid, 0 skipped\n"),
+        "{}",
+        text.stdout
+    );
+}

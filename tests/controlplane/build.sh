@@ -17,6 +17,7 @@
 #   --print-dir   only print the combined folder (building whatever is missing first)
 # Go is test tooling only; the first run downloads modules through the Go module proxy.
 set -euo pipefail
+shopt -s inherit_errexit
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${KARPENTER_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/karpenter-rs}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
@@ -43,23 +44,27 @@ component_dir() {
 # build NAME VERSION LDFLAGS TAGS BINARY=PACKAGE...
 build() {
   local name=$1 version=$2 ldflags=$3 tags=$4; shift 4
-  local dir; dir=$(component_dir "$name" "$version")
-  if [ -f "$dir/.complete" ]; then
+  local dir spec; dir=$(component_dir "$name" "$version")
+  local complete=1
+  for spec in "$@"; do [ -x "$dir/${spec%%=*}" ] || complete=0; done
+  if [ "$complete" = 1 ] && [ -f "$dir/.complete" ]; then
     log "==> $name $version: cached in $dir"
     printf '%s\n' "$dir"
     return
   fi
   log "==> $name $version: building into $dir"
-  local tmp="$dir.tmp.$$" start=$SECONDS pkgs=() spec
+  local tmp="$dir.tmp.$$" start=$SECONDS pkgs=()
   rm -rf "$tmp"; mkdir -p "$tmp"
   for spec in "$@"; do pkgs+=("${spec#*=}"); done
   (
     cd "$HERE/$name"
     go build -p "${GO_BUILD_JOBS:-2}" -tags "$tags" -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}"
   ) >&2
-  # `go build -o dir/` names each binary after the last element of its package path.
+  # `go build -o dir/` names each binary after the last element of its package path, leaving out
+  # a major-version suffix (go.etcd.io/etcd/server/v3 -> server).
   for spec in "$@"; do
     local bin=${spec%%=*} pkg=${spec#*=} built
+    pkg=$(printf '%s' "$pkg" | sed -E 's#/v[0-9]+$##')
     built="$tmp/$(basename "$pkg")"
     if [ "$built" != "$tmp/$bin" ]; then mv "$built" "$tmp/$bin"; fi
   done

@@ -6,6 +6,8 @@
 //! (`target/<profile>/`): `cargo test --workspace` builds them, because the plugin and the
 //! webhook have integration tests of their own.
 
+pub mod controlplane;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,12 +42,18 @@ pub enum E2eError {
     /// The webhook did not report its addresses in time.
     #[error("karpenter-webhook did not start; its log:\n{0}")]
     NotStarted(String),
+    /// The test components could not be built or found.
+    #[error("test components: {0}")]
+    Components(String),
+    /// A command (kubectl, helm, ...) failed.
+    #[error("{0}")]
+    Command(String),
     /// A response could not be understood.
     #[error("bad response: {0}")]
     BadResponse(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> E2eError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> E2eError {
     let what = what.into();
     move |source| E2eError::Io { what, source }
 }

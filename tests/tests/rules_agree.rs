@@ -24,6 +24,7 @@ fn manifests() -> Vec<std::path::PathBuf> {
         "tests/data/provisioners.yaml",
         "plugin/tests/data/guide-indent-fixed.yaml",
         "plugin/tests/data/guide-corrected.yaml",
+        "tests/data/exported/v0.27-objects.yaml",
     ] {
         files.push(root.join(extra));
     }

@@ -206,6 +206,110 @@ async fn valid_objects_are_allowed() {
     }
 }
 
+/// Every object in `tests/data/exported` (Karpenter v0.27–v0.31 exports, `List` items expanded).
+fn exported_objects() -> Vec<(String, Value)> {
+    let dir = format!("{}/../tests/data/exported", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let doc: Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{path:?} document {}: {e}", i + 1));
+            let at = format!("{}#{}", path.display(), i + 1);
+            match doc["kind"].as_str() {
+                Some("List") => out.extend(
+                    doc["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(j, item)| (format!("{at}/items[{j}]"), item.clone())),
+                ),
+                _ if doc.is_null() => {}
+                _ => out.push((at, doc)),
+            }
+        }
+    }
+    out
+}
+
+/// An AdmissionReview for `object` as the apiserver sends it on `kubectl apply`.
+fn review_of(object: &Value, operation: &str) -> Value {
+    let mut r = fixture("awsnodetemplate-create-valid.json");
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .and_then(|a| a.split_once('/'))
+        .unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let resource = format!("{}s", kind.to_ascii_lowercase());
+    let gvk = serde_json::json!({"group": group, "version": version, "kind": kind});
+    let gvr = serde_json::json!({"group": group, "version": version, "resource": resource});
+    let request = &mut r["request"];
+    request["kind"] = gvk.clone();
+    request["requestKind"] = gvk;
+    request["resource"] = gvr.clone();
+    request["requestResource"] = gvr;
+    request["name"] = object["metadata"]["name"].clone();
+    request["operation"] = Value::from(operation);
+    request["object"] = object.clone();
+    if operation == "UPDATE" {
+        request["oldObject"] = object.clone();
+        request["options"]["kind"] = Value::from("UpdateOptions");
+    }
+    r
+}
+
+#[tokio::test]
+async fn objects_exported_from_upstream_clusters_are_admitted() {
+    let app = app(GuardMode::Off, None);
+    let objects = exported_objects();
+    let kinds: std::collections::BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|(_, o)| o["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["AWSNodeTemplate", "Provisioner"].into());
+    assert!(objects.len() >= 8, "{}", objects.len());
+    for (at, object) in &objects {
+        for operation in ["CREATE", "UPDATE"] {
+            let mut r = review_of(object, operation);
+            if object["kind"] == "Provisioner" {
+                // The mutating webhook is registered for Provisioners only.
+                let defaulted = review(&app, DEFAULT_PATH, &r).await;
+                assert_eq!(defaulted["allowed"], true, "{at} {operation}: {defaulted}");
+                if let Some(patch) = patch_of(&defaulted) {
+                    apply_adds(&mut r["request"]["object"], &patch);
+                }
+            }
+            let response = review(&app, VALIDATE_PATH, &r).await;
+            assert_eq!(
+                response["allowed"],
+                true,
+                "{at} {operation}: {}",
+                message(&response)
+            );
+            // The only acceptable warning is the upstream deprecation of inline providers.
+            let warnings: Vec<&str> = response["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let inline = object["spec"].get("provider").is_some();
+            assert!(
+                warnings.iter().all(|w| inline
+                    && w.contains("spec.provider: inline provider settings are deprecated")),
+                "{at} {operation}: {warnings:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn schema_errors_are_all_listed_with_paths_and_fixes() {
     let app = app(GuardMode::Off, None);

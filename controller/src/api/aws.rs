@@ -7,6 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::provisioner::Requirement;
 use super::quantity::Quantity;
 
 /// The AMI families Karpenter knows how to bootstrap.
@@ -26,6 +27,16 @@ pub const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsProvider {
+    /// Type metadata of the inline block (upstream writes `extensions.karpenter.sh/v1alpha1`);
+    /// kept for round-tripping, otherwise ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Kind of the inline block (upstream writes `AWS`); kept for round-tripping, otherwise ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The EC2 Fleet `Context` (a reserved EC2 field) sent with every CreateFleet call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     /// IAM instance profile given to launched instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
@@ -137,10 +148,37 @@ pub struct BlockDevice {
     plural = "awsnodetemplates",
     doc = "An AWSNodeTemplate holds the AWS settings (subnets, security groups, AMI, user data) that Provisioners reference with providerRef.",
     status = "AwsNodeTemplateStatus",
-    category = "karpenter"
+    category = "karpenter",
+    printcolumn(name = "AMIFamily", type_ = "string", json_path = ".spec.amiFamily"),
+    printcolumn(
+        name = "InstanceProfile",
+        type_ = "string",
+        json_path = ".spec.instanceProfile"
+    ),
+    printcolumn(
+        name = "LaunchTemplate",
+        type_ = "string",
+        json_path = ".spec.launchTemplate",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+#[allow(clippy::duplicated_attributes)] // repeated printcolumn types are not duplicates
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsNodeTemplateSpec {
+    /// Type metadata upstream's schema allows inside the spec; kept for round-tripping, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Kind upstream's schema allows inside the spec; kept for round-tripping, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The EC2 Fleet `Context` (a reserved EC2 field) sent with every CreateFleet call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     /// IAM instance profile given to launched instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
@@ -183,6 +221,9 @@ impl AwsNodeTemplateSpec {
     /// The settings shared with the inline provider.
     pub fn provider(&self) -> AwsProvider {
         AwsProvider {
+            api_version: None,
+            kind: None,
+            context: self.context.clone(),
             instance_profile: self.instance_profile.clone(),
             subnet_selector: self.subnet_selector.clone(),
             security_group_selector: self.security_group_selector.clone(),
@@ -195,7 +236,7 @@ impl AwsNodeTemplateSpec {
     }
 }
 
-/// Observed state of an AWSNodeTemplate.
+/// Observed state of an AWSNodeTemplate, as Karpenter v0.27–v0.31 controllers write it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsNodeTemplateStatus {
@@ -204,7 +245,10 @@ pub struct AwsNodeTemplateStatus {
     pub subnets: Vec<ResolvedSubnet>,
     /// Security groups found by the selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub security_groups: Vec<ResolvedId>,
+    pub security_groups: Vec<ResolvedSecurityGroup>,
+    /// AMIs found by the selector (or the family's defaults), with the instance types each fits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amis: Vec<ResolvedAmi>,
 }
 
 /// A subnet resolved from a selector.
@@ -217,10 +261,26 @@ pub struct ResolvedSubnet {
     pub zone: String,
 }
 
-/// A resource ID resolved from a selector.
+/// A security group resolved from a selector.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ResolvedId {
-    /// Resource ID.
+pub struct ResolvedSecurityGroup {
+    /// Security group ID.
     pub id: String,
+    /// Its name (written by v0.28 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An AMI resolved from the selector or the AMI family.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedAmi {
+    /// AMI ID.
+    pub id: String,
+    /// AMI name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The instance types the AMI suits (architecture, GPU, ...), as node selector requirements.
+    pub requirements: Vec<Requirement>,
 }

@@ -26,6 +26,12 @@ const METADATA_FIELDS: &[&str] = &[
     "resourceVersion",
     "finalizers",
     "ownerReferences",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
 ];
 const PROVISIONER_SPEC_FIELDS: &[&str] = &[
     "annotations",
@@ -41,6 +47,21 @@ const PROVISIONER_SPEC_FIELDS: &[&str] = &[
     "limits",
     "weight",
     "consolidation",
+];
+
+const NODE_TEMPLATE_SPEC_FIELDS: &[&str] = &[
+    "amiFamily",
+    "amiSelector",
+    "blockDeviceMappings",
+    "context",
+    "detailedMonitoring",
+    "instanceProfile",
+    "launchTemplate",
+    "metadataOptions",
+    "securityGroupSelector",
+    "subnetSelector",
+    "tags",
+    "userData",
 ];
 
 /// The outcome of decoding with every error collected.
@@ -95,7 +116,12 @@ pub fn decode_provisioner(v: &Value) -> Result<Provisioner, DecodeError> {
 
 /// Decodes a `karpenter.k8s.aws/v1alpha1` AWSNodeTemplate.
 pub fn decode_node_template(v: &Value) -> Result<AWSNodeTemplate, DecodeError> {
-    decode(v, NODE_TEMPLATE_API_VERSION, "AWSNodeTemplate", &[])
+    decode(
+        v,
+        NODE_TEMPLATE_API_VERSION,
+        "AWSNodeTemplate",
+        NODE_TEMPLATE_SPEC_FIELDS,
+    )
 }
 
 fn decode<T: DeserializeOwned>(
@@ -527,5 +553,41 @@ mod tests {
             e[0].fix.as_deref(),
             Some("did you mean \"subnetSelector\"?")
         );
+    }
+
+    #[test]
+    fn exported_fields_at_the_wrong_level_say_where_they_belong() {
+        let e = decode_node_template(&json!({
+            "apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
+            "metadata": {"name": "default"}, "spec": {},
+            "context": "c-1", "managedFields": [], "uid": "x"
+        }))
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+        let fixes: Vec<(&str, &str)> = e
+            .iter()
+            .map(|e| (e.field.as_str(), e.fix.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(fixes.len(), 3, "{e:?}");
+        assert!(fixes[0].0 == "context" && fixes[0].1.contains("under spec"));
+        assert!(fixes[1].0 == "managedFields" && fixes[1].1.contains("under metadata"));
+        assert!(fixes[2].0 == "uid" && fixes[2].1.contains("under metadata"));
+        let exported = decode_node_template(&json!({
+            "apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
+            "metadata": {"name": "default", "uid": "x", "generation": 2,
+                         "managedFields": [{"manager": "karpenter", "operation": "Update",
+                                            "subresource": "status"}]},
+            "spec": {"context": "c-1"},
+            "status": {"amis": [{"id": "ami-1", "requirements": []}],
+                       "securityGroups": [{"id": "sg-1", "name": "nodes"}]}
+        }));
+        let t = exported.map_err(|e| e.to_string());
+        assert!(t.is_ok(), "{t:?}");
+        let t = t.unwrap_or_else(|_| unreachable!());
+        assert_eq!(t.spec.context.as_deref(), Some("c-1"));
+        let status = t.status.unwrap_or_default();
+        assert_eq!(status.amis[0].id, "ami-1");
+        assert_eq!(status.security_groups[0].name.as_deref(), Some("nodes"));
     }
 }

@@ -25,6 +25,11 @@ pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecut
     status = "ProvisionerStatus",
     category = "karpenter",
     printcolumn(
+        name = "Template",
+        type_ = "string",
+        json_path = ".spec.providerRef.name"
+    ),
+    printcolumn(
         name = "Weight",
         type_ = "integer",
         json_path = ".spec.weight",
@@ -34,6 +39,18 @@ pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecut
         name = "TTLAfterEmpty",
         type_ = "integer",
         json_path = ".spec.ttlSecondsAfterEmpty"
+    ),
+    printcolumn(
+        name = "TTLUntilExpired",
+        type_ = "integer",
+        json_path = ".spec.ttlSecondsUntilExpired",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Consolidation",
+        type_ = "boolean",
+        json_path = ".spec.consolidation.enabled",
+        priority = "1"
     ),
     printcolumn(name = "CPU", type_ = "string", json_path = ".status.resources.cpu"),
     printcolumn(

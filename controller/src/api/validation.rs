@@ -126,6 +126,11 @@ impl fmt::Display for Report {
     }
 }
 
+/// The `apiVersion` upstream writes into an inline `spec.provider` block.
+pub const INLINE_PROVIDER_API_VERSION: &str = "extensions.karpenter.sh/v1alpha1";
+/// The `kind` upstream writes into an inline `spec.provider` block.
+pub const INLINE_PROVIDER_KIND: &str = "AWS";
+
 /// Validates a Provisioner (metadata and spec).
 pub fn validate_provisioner(p: &Provisioner) -> Report {
     let mut r = Report::default();
@@ -189,6 +194,25 @@ pub fn validate_spec(spec: &ProvisionerSpec, r: &mut Report) {
         ),
         (Some(p), None) => {
             validate_aws_provider(p, "spec.provider", r);
+            for (field, value, expected) in [
+                (
+                    "apiVersion",
+                    p.api_version.as_deref(),
+                    INLINE_PROVIDER_API_VERSION,
+                ),
+                ("kind", p.kind.as_deref(), INLINE_PROVIDER_KIND),
+            ] {
+                if let Some(v) = value.filter(|v| !v.is_empty() && *v != expected) {
+                    r.warn(
+                        FieldError::new(
+                            format!("spec.provider.{field}"),
+                            format!("is ignored; inline provider blocks are {expected}"),
+                        )
+                        .value(v)
+                        .fix(format!("set {field}: {expected} or remove it")),
+                    );
+                }
+            }
             r.warn(
                 FieldError::new("spec.provider", "inline provider settings are deprecated")
                     .fix("move them to an AWSNodeTemplate and reference it with spec.providerRef"),
@@ -239,6 +263,12 @@ pub fn validate_node_template(t: &AWSNodeTemplate) -> Report {
         r.err(
             FieldError::new("spec.userData", "cannot be combined with launchTemplate")
                 .fix("put the user data in the launch template, or remove launchTemplate"),
+        );
+    }
+    if spec.launch_template.is_some() && spec.ami_selector.is_some() {
+        r.err(
+            FieldError::new("spec.amiSelector", "cannot be combined with launchTemplate")
+                .fix("set the AMI in the launch template and remove amiSelector, or remove launchTemplate"),
         );
     }
     if spec.ami_family.as_deref() == Some("Custom") && spec.ami_selector.is_none() {
@@ -766,6 +796,25 @@ fn validate_resource_list(
 }
 
 fn validate_selector(sel: &BTreeMap<String, String>, base: &str, id_prefix: &str, r: &mut Report) {
+    if sel.contains_key(IDS_KEY) && sel.len() > 1 {
+        let others: Vec<&str> = sel
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != IDS_KEY)
+            .collect();
+        r.err(
+            FieldError::new(
+                format!("{base}[{IDS_KEY:?}]"),
+                format!(
+                    "cannot be combined with other keys ({}): IDs select exactly those resources",
+                    others.join(", ")
+                ),
+            )
+            .fix(format!(
+                "keep either {IDS_KEY} or the tag keys; list every wanted ID in {IDS_KEY} (comma-separated)"
+            )),
+        );
+    }
     if sel.is_empty() {
         r.err(
             FieldError::new(base, "must not be empty")
@@ -789,7 +838,7 @@ fn validate_selector(sel: &BTreeMap<String, String>, base: &str, id_prefix: &str
                     .fix("give the tag value, or \"*\" to match any value"),
             );
         }
-        if k == "aws-ids" {
+        if k == IDS_KEY {
             for id in v.split(',').map(str::trim) {
                 if !id.starts_with(id_prefix) {
                     r.err(
@@ -802,6 +851,13 @@ fn validate_selector(sel: &BTreeMap<String, String>, base: &str, id_prefix: &str
         }
     }
 }
+
+/// Smallest EBS volume upstream accepts, 1G, in milli-bytes.
+const MIN_VOLUME_MILLI: i64 = 1_000_000_000 * 1000;
+/// Largest EBS volume upstream accepts, 64T, in milli-bytes.
+const MAX_VOLUME_MILLI: i64 = 64_000_000_000_000 * 1000;
+/// The selector key that lists IDs; it cannot be combined with tag keys.
+const IDS_KEY: &str = "aws-ids";
 
 /// Validates AWS provider settings found at `base`.
 pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
@@ -860,6 +916,8 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
         let conflicts = [
             ("securityGroupSelector", p.security_group_selector.is_some()),
             ("metadataOptions", p.metadata_options.is_some()),
+            ("amiFamily", p.ami_family.is_some()),
+            ("instanceProfile", p.instance_profile.is_some()),
             ("blockDeviceMappings", !p.block_device_mappings.is_empty()),
         ];
         for (name, set) in conflicts {
@@ -940,19 +998,31 @@ pub fn validate_aws_provider(p: &AwsProvider, base: &str, r: &mut Report) {
             );
             continue;
         };
-        if let Some(size) = &ebs.volume_size {
-            let gib = 1i64 << 30;
-            match size.milli().map(|m| m / 1000) {
-                Ok(bytes) if (gib..=64 * 1024 * gib).contains(&bytes) => {}
-                _ => r.err(
-                    FieldError::new(
-                        format!("{b}.ebs.volumeSize"),
-                        "must be a size from 1Gi to 64Ti",
-                    )
-                    .value(size.as_str())
-                    .fix("write a size such as 20Gi"),
-                ),
+        match &ebs.volume_size {
+            Some(size) => {
+                // Upstream's bounds are decimal: 1G (10^9 bytes) to 64T (64 x 10^12 bytes).
+                match size.milli() {
+                    Ok(milli) if (MIN_VOLUME_MILLI..=MAX_VOLUME_MILLI).contains(&milli) => {}
+                    _ => r.err(
+                        FieldError::new(
+                            format!("{b}.ebs.volumeSize"),
+                            "must be a size from 1G to 64T (decimal units)",
+                        )
+                        .value(size.as_str())
+                        .fix("write a size such as 20Gi; at most 64T (58.2Ti)"),
+                    ),
+                }
             }
+            None if ebs.snapshot_id.is_none() => r.err(
+                FieldError::new(
+                    format!("{b}.ebs.volumeSize"),
+                    "is required unless snapshotID is set",
+                )
+                .fix(
+                    "give the volume a size, e.g. volumeSize: 20Gi, or create it from a snapshotID",
+                ),
+            ),
+            None => {}
         }
         if let Some(t) = ebs.volume_type.as_deref() {
             if !VOLUME_TYPES.contains(&t) {

@@ -592,7 +592,210 @@ fn node_template_rules() {
     );
     assert_eq!(
         fields(&validate_node_template(&bad)),
-        ["spec.userData", "spec.amiSelector"]
+        ["spec.amiFamily", "spec.userData", "spec.amiSelector"]
+    );
+}
+
+fn ebs(size: Option<&str>, snapshot: Option<&str>) -> Report {
+    with(|s| {
+        s.provider_ref = None;
+        s.provider = Some(AwsProvider {
+            block_device_mappings: vec![BlockDeviceMapping {
+                device_name: Some("/dev/xvda".into()),
+                ebs: Some(BlockDevice {
+                    volume_size: size.map(Quantity::from),
+                    snapshot_id: snapshot.map(String::from),
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        });
+    })
+}
+
+#[test]
+fn ebs_volume_size_bounds_are_decimal_like_upstream() {
+    for ok in ["1G", "1Gi", "1000M", "20Gi", "58Ti", "64T", "64000G", "1e9"] {
+        let r = ebs(Some(ok), None);
+        assert!(r.is_valid(), "{ok}: {r}");
+    }
+    for bad in ["999M", "0.5G", "64Ti", "64001G", "65T", "0", "-1Gi", "lots"] {
+        let r = ebs(Some(bad), None);
+        assert_eq!(
+            fields(&r),
+            ["spec.provider.blockDeviceMappings[0].ebs.volumeSize"],
+            "{bad}"
+        );
+        assert!(r.errors[0].message.contains("1G to 64T"), "{bad}: {r}");
+        assert_eq!(r.errors[0].value.as_deref(), Some(bad));
+    }
+}
+
+#[test]
+fn ebs_needs_a_volume_size_or_a_snapshot() {
+    let r = ebs(None, None);
+    assert_eq!(
+        fields(&r),
+        ["spec.provider.blockDeviceMappings[0].ebs.volumeSize"]
+    );
+    assert!(r.errors[0].message.contains("unless snapshotID"), "{r}");
+    assert!(r.errors[0]
+        .fix
+        .as_deref()
+        .unwrap_or("")
+        .contains("snapshotID"));
+    assert!(ebs(None, Some("snap-0123456789abcdef0")).is_valid());
+    assert!(ebs(Some("40Gi"), Some("snap-0123456789abcdef0")).is_valid());
+}
+
+#[test]
+fn launch_template_excludes_instance_profile_and_ami_family() {
+    let r = with(|s| {
+        s.provider_ref = None;
+        s.provider = Some(AwsProvider {
+            launch_template: Some("mine".into()),
+            instance_profile: Some("KarpenterNodeInstanceProfile".into()),
+            ami_family: Some("AL2".into()),
+            subnet_selector: Some([("karpenter.sh/discovery".into(), "demo".into())].into()),
+            ..Default::default()
+        });
+    });
+    assert_eq!(
+        fields(&r),
+        ["spec.provider.amiFamily", "spec.provider.instanceProfile"]
+    );
+    assert!(r
+        .errors
+        .iter()
+        .all(|e| e.message.contains("launchTemplate")));
+    let alone = with(|s| {
+        s.provider_ref = None;
+        s.provider = Some(AwsProvider {
+            launch_template: Some("mine".into()),
+            subnet_selector: Some([("karpenter.sh/discovery".into(), "demo".into())].into()),
+            ..Default::default()
+        });
+    });
+    assert!(alone.is_valid(), "{alone}");
+}
+
+#[test]
+fn node_template_launch_template_excludes_ami_selector() {
+    use crate::api::aws::{AWSNodeTemplate, AwsNodeTemplateSpec};
+    let template = |ami_selector: bool| {
+        AWSNodeTemplate::new(
+            "lt",
+            AwsNodeTemplateSpec {
+                launch_template: Some("mine".into()),
+                ami_selector: ami_selector
+                    .then(|| [("aws-ids".into(), "ami-0123456789abcdef0".into())].into()),
+                ..Default::default()
+            },
+        )
+    };
+    let r = validate_node_template(&template(true));
+    assert_eq!(fields(&r), ["spec.amiSelector"]);
+    assert!(r.errors[0]
+        .fix
+        .as_deref()
+        .unwrap_or("")
+        .contains("launch template"));
+    assert!(validate_node_template(&template(false)).is_valid());
+}
+
+#[test]
+fn aws_ids_selector_key_is_exclusive_with_tag_keys() {
+    let r = with(|s| {
+        s.provider_ref = None;
+        s.provider = Some(AwsProvider {
+            subnet_selector: Some(
+                [
+                    ("aws-ids".into(), "subnet-0a1,subnet-0b2".into()),
+                    ("karpenter.sh/discovery".into(), "demo".into()),
+                ]
+                .into(),
+            ),
+            security_group_selector: Some(
+                [
+                    ("aws-ids".into(), "sg-0a1".into()),
+                    ("Name".into(), "nodes".into()),
+                    ("team".into(), "ml".into()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        });
+    });
+    assert_eq!(
+        fields(&r),
+        [
+            "spec.provider.subnetSelector[\"aws-ids\"]",
+            "spec.provider.securityGroupSelector[\"aws-ids\"]"
+        ],
+        "{r}"
+    );
+    assert!(
+        r.errors[0].message.contains("karpenter.sh/discovery"),
+        "{r}"
+    );
+    assert!(r.errors[1].message.contains("Name, team"), "{r}");
+    let ids_only = with(|s| {
+        s.provider_ref = None;
+        s.provider = Some(AwsProvider {
+            subnet_selector: Some([("aws-ids".into(), "subnet-0a1,subnet-0b2".into())].into()),
+            security_group_selector: Some([("aws-ids".into(), "sg-0a1".into())].into()),
+            ..Default::default()
+        });
+    });
+    assert!(ids_only.is_valid(), "{ids_only}");
+    use crate::api::aws::{AWSNodeTemplate, AwsNodeTemplateSpec};
+    let t = AWSNodeTemplate::new(
+        "t",
+        AwsNodeTemplateSpec {
+            subnet_selector: Some(
+                [
+                    ("aws-ids".into(), "subnet-0a1".into()),
+                    ("Name".into(), "private".into()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        fields(&validate_node_template(&t)),
+        ["spec.subnetSelector[\"aws-ids\"]"]
+    );
+}
+
+#[test]
+fn inline_provider_type_metadata_is_accepted_and_odd_values_warned() {
+    let inline = |api_version: &str, kind: &str| {
+        with(|s| {
+            s.provider_ref = None;
+            s.provider = Some(AwsProvider {
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+                context: Some("c-0123".into()),
+                instance_profile: Some("KarpenterNodeInstanceProfile".into()),
+                ..Default::default()
+            });
+        })
+    };
+    let r = inline("extensions.karpenter.sh/v1alpha1", "AWS");
+    assert!(r.is_valid(), "{r}");
+    let warned: Vec<&str> = r.warnings.iter().map(|w| w.field.as_str()).collect();
+    assert_eq!(warned, ["spec.provider"]);
+    let r = inline("v1", "Aws");
+    assert!(r.is_valid(), "{r}");
+    let warned: Vec<&str> = r.warnings.iter().map(|w| w.field.as_str()).collect();
+    assert_eq!(
+        warned,
+        [
+            "spec.provider.apiVersion",
+            "spec.provider.kind",
+            "spec.provider"
+        ]
     );
 }
 

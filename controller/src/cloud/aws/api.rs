@@ -171,6 +171,8 @@ pub struct FleetRequest {
     pub configs: Vec<FleetConfig>,
     /// Tags for the instance and its volumes.
     pub tags: BTreeMap<String, String>,
+    /// The EC2 Fleet `Context` from the provider's `context`, when set.
+    pub context: Option<String>,
 }
 
 /// A launch template with its overrides.

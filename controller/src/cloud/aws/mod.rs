@@ -573,6 +573,7 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                 capacity_type: capacity_type.clone(),
                 configs,
                 tags: tags.clone(),
+                context: provider.context.clone(),
             };
             let response = match self.create_fleet(&fleet, &request.client_token).await? {
                 Ok(r) => r,

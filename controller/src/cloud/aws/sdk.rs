@@ -607,6 +607,7 @@ impl Ec2Api for SdkApi {
             .create_fleet()
             .r#type(ec2::FleetType::Instant)
             .client_token(&request.client_token)
+            .set_context(request.context.clone())
             .set_launch_template_configs(Some(configs))
             .target_capacity_specification(
                 ec2::TargetCapacitySpecificationRequest::builder()
