@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::simulate::{self, SimulateArgs};
 use crate::validate::{self, ValidateArgs};
+use crate::walkthrough::{self, WalkthroughArgs};
 
 /// Top-level help text after the commands.
 const AFTER_HELP: &str = "\
@@ -16,6 +17,7 @@ Examples:
   kubectl get provisioners -o yaml | kubectl karpenter validate -f -
   kubectl karpenter simulate
   kubectl karpenter simulate -f provisioner.yaml -f deployment.yaml -o json
+  kubectl karpenter walkthrough
 
 Run `kubectl karpenter <COMMAND> --help` for a command's flags and examples.";
 
@@ -61,6 +63,18 @@ validated first, like the webhook does. Without -f, runs the embedded demo.",
         after_help = simulate::EXAMPLES
     )]
     Simulate(SimulateArgs),
+
+    /// Play the getting-started walkthrough (or a scenario file) offline, as the controller's log.
+    #[command(
+        long_about = "Play the getting-started guide's walkthrough offline with the controller's own \
+lifecycle loops: the guide's Provisioner, the inflate Deployment at 0 replicas, scaled to 10, \
+nodes launched and pods bound, the Deployment deleted, and 30 s later the empty node cordoned \
+and deleted. Runs over an in-memory cluster, the sim cloud provider (the built-in AWS \
+catalog and prices) and a virtual clock, so it takes well under a second. -f plays a \
+scenario file instead (timed steps holding ordinary Kubernetes YAML).",
+        after_help = walkthrough::EXAMPLES
+    )]
+    Walkthrough(WalkthroughArgs),
 
     /// Print the plugin's version.
     Version,

@@ -12,6 +12,7 @@
 //!
 //! Start with [`cli::Cli`] (the command line) and [`run`]; `validate` lives in [`validate`],
 //! `simulate` (the packing engine on manifests, or on the embedded demo) in [`simulate`],
+//! `walkthrough` (the controller's lifecycle loops on a scenario, offline) in [`walkthrough`],
 //! file reading and YAML splitting in [`manifest`], the indentation hints for YAML syntax
 //! errors in [`indentation`], and the output in [`report`]. The binary (`main.rs`) only parses
 //! arguments, calls [`run`] and maps the result to an exit code.
@@ -23,6 +24,7 @@ pub mod manifest;
 pub mod report;
 pub mod simulate;
 pub mod validate;
+pub mod walkthrough;
 
 use std::io::{Read, Write};
 
@@ -70,6 +72,7 @@ pub fn run(
     match &cli.command {
         Command::Validate(args) => validate::run(args, stdin, stdout, style),
         Command::Simulate(args) => simulate::run(args, stdin, stdout, style),
+        Command::Walkthrough(args) => walkthrough::run(args, stdin, stdout),
         Command::Version => {
             writeln!(stdout, "kubectl-karpenter {}", env!("CARGO_PKG_VERSION"))
                 .map_err(Error::Write)?;

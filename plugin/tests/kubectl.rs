@@ -107,3 +107,32 @@ fn kubectl_karpenter_simulate_runs_the_embedded_demo() {
     assert_eq!(d["nodes"].as_array().map(Vec::len), Some(4), "{}", r.stdout);
     assert!((d["totalPricePerHour"].as_f64().unwrap_or(0.0) - 0.672).abs() < 1e-9);
 }
+
+#[test]
+fn kubectl_karpenter_walkthrough_plays_the_guide_to_no_node_and_no_instance() {
+    let r = kubectl_karpenter(&["walkthrough"], None);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    for needle in [
+        "Found 10 provisionable pod(s)",
+        "Launched instance: i-",
+        "Triggering termination after 30s for empty node",
+        "Deleted node",
+        "final: 0 node(s), 0 instance(s)",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "{needle:?} missing in\n{}",
+            r.stdout
+        );
+    }
+    let j = kubectl_karpenter(&["walkthrough", "-o", "json"], None);
+    assert_eq!(j.code, Some(0), "{}", j.stderr);
+    let d = j.json();
+    assert_eq!(d["final"]["instances"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        d["decisions"][0]["decision"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
+}

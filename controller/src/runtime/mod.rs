@@ -4,7 +4,11 @@
 //! - [`lease`]: one active replica through a `coordination.k8s.io` Lease.
 //! - [`metrics`]: Prometheus metrics with Karpenter's names.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`feed`]: watches that keep the cluster index warm.
+//! - [`writer`]: the lifecycle loops' Kubernetes changes over kube-rs.
 
 pub mod admin;
+pub mod feed;
 pub mod lease;
 pub mod metrics;
+pub mod writer;

@@ -1,0 +1,177 @@
+//! Provisioning-round benchmark: 1,000 provisionable pods in the cluster index to every launch
+//! request issued, over the `sim` cloud (built-in us-east-1 catalog, instant launches) and the
+//! in-memory writer, not counting the batch window. Also times the parts on their own, to say
+//! what dominates: the index snapshot, the instance-type listing, and the packing engine.
+//!
+//! Run: `cargo bench -p karpenter --no-default-features --bench provisioning`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use karpenter::api::{default_provisioner, Provisioner, ProvisionerSpec};
+use karpenter::cloud::instance_types::AwsCatalogOptions;
+use karpenter::cloud::provider::CloudProvider;
+use karpenter::cloud::sim::SimProvider;
+use karpenter::cluster::{Cluster, Resource, SharedCluster, SnapshotOptions};
+use karpenter::lifecycle::{InMemoryWriter, ManualClock, Provisioning, ProvisioningConfig};
+use karpenter::scheduling::{Scheduler, SchedulerInput, SchedulerOptions};
+
+const PODS: usize = 1_000;
+const RUNS: usize = 5;
+
+fn pod(i: usize) -> Pod {
+    let (cpu, mem) = [
+        ("250m", "512Mi"),
+        ("500m", "1Gi"),
+        ("1", "2Gi"),
+        ("2", "4Gi"),
+    ][i % 4];
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("p-{i}")),
+            namespace: Some("default".into()),
+            labels: Some([("app".to_string(), format!("app-{}", i % 10))].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                resources: Some(ResourceRequirements {
+                    requests: Some(
+                        [
+                            ("cpu".to_string(), Quantity(cpu.into())),
+                            ("memory".to_string(), Quantity(mem.into())),
+                        ]
+                        .into(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut spec = ProvisionerSpec::default();
+    default_provisioner(&mut spec);
+    let provisioner = Provisioner::new("default", spec);
+    let mut rounds = Vec::new();
+    let mut parts = Vec::new();
+    let mut nodes = 0;
+    for _ in 0..RUNS {
+        let clock = ManualClock::new(Timestamp::UNIX_EPOCH);
+        let cloud = Arc::new(
+            SimProvider::new("bench", clock.clone(), &AwsCatalogOptions::default())
+                .expect("catalog"),
+        );
+        let mut c = Cluster::new();
+        c.apply(Resource::Provisioner(Box::new(provisioner.clone())));
+        for i in 0..PODS {
+            c.apply(Resource::Pod(Box::new(pod(i))));
+        }
+        let cluster = SharedCluster::new(c);
+        let writer = Arc::new(InMemoryWriter::new(cluster.clone(), clock.clone()));
+
+        // The parts on their own.
+        let t = Instant::now();
+        let types = rt
+            .block_on(cloud.instance_types(&provisioner))
+            .expect("types");
+        let t_types = t.elapsed();
+        let t = Instant::now();
+        let snap = cluster.read().snapshot(
+            &SnapshotOptions {
+                now: Timestamp::UNIX_EPOCH,
+                nomination_ttl: Duration::from_secs(20),
+            },
+            &types,
+        );
+        let t_snap = t.elapsed();
+        let t = Instant::now();
+        let decision = Scheduler::new(SchedulerInput {
+            provisioners: snap.provisioners.clone(),
+            instance_types_by_provisioner: [("default".to_string(), types.clone())].into(),
+            ..Default::default()
+        })
+        .solve(&snap.pods)
+        .expect("solve");
+        let t_solve = t.elapsed();
+        let t = Instant::now();
+        Scheduler::new(SchedulerInput {
+            provisioners: snap.provisioners.clone(),
+            instance_types_by_provisioner: [("default".to_string(), types.clone())].into(),
+            options: SchedulerOptions {
+                improve: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .solve(&snap.pods)
+        .expect("solve");
+        let t_ffd = t.elapsed();
+        parts.push((t_types, t_snap, t_solve, t_ffd));
+
+        // The whole round.
+        let p = Provisioning::new(
+            cluster.clone(),
+            cloud.clone(),
+            writer,
+            clock,
+            ProvisioningConfig::default(),
+        );
+        let t = Instant::now();
+        let report = rt.block_on(p.round()).expect("round");
+        rounds.push(t.elapsed());
+        assert_eq!(report.pods, PODS);
+        assert_eq!(report.launched.len(), decision.nodes.len());
+        assert_eq!(
+            cloud.launches(),
+            decision.nodes.len(),
+            "one launch per node"
+        );
+        let bound: usize = report.launched.iter().map(|l| l.pods.len()).sum();
+        assert_eq!(bound, PODS, "every pod bound");
+        nodes = report.launched.len();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!("provisioning round, {PODS} pods, {nodes} nodes launched (sim cloud), {RUNS} runs");
+    println!(
+        "  whole round (snapshot, list, pack, {nodes} launches, Node creates, {PODS} binds): median {:.1} ms, min {:.1} ms",
+        ms(median(rounds.clone())),
+        ms(*rounds.iter().min().expect("runs"))
+    );
+    println!(
+        "  instance types from the cloud: {:.1} ms   snapshot: {:.1} ms   packing (Scheduler::solve): {:.1} ms",
+        ms(median(parts.iter().map(|p| p.0).collect())),
+        ms(median(parts.iter().map(|p| p.1).collect())),
+        ms(median(parts.iter().map(|p| p.2).collect())),
+    );
+    println!(
+        "  of which first-fit-decreasing alone (improve: false): {:.1} ms",
+        ms(median(parts.iter().map(|p| p.3).collect())),
+    );
+}

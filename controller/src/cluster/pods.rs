@@ -1,0 +1,258 @@
+//! Facts about a Pod that every loop asks: may it be provisioned for, is it a daemon, a static
+//! or a terminal pod, may it be evicted, is it critical.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::scheduling::pod::tolerates;
+
+/// Annotation that stops Karpenter from disrupting a node running the pod (`"true"`).
+pub const DO_NOT_EVICT: &str = "karpenter.sh/do-not-evict";
+/// Annotation the kubelet puts on the mirror of a static pod.
+pub const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+/// The taint a cordoned node carries.
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+/// Priority classes drained last.
+pub const CRITICAL_PRIORITY_CLASSES: &[&str] = &["system-cluster-critical", "system-node-critical"];
+
+/// `namespace/name` of a pod (`default` when the namespace is unset).
+pub fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The node a pod is bound to, if any.
+pub fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+/// Whether a DaemonSet owns the pod.
+pub fn is_daemonset_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet")
+}
+
+/// Whether the pod is a static pod or its mirror (owned by the Node, or annotated as a mirror).
+pub fn is_static_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_POD))
+        || pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "Node")
+}
+
+/// Whether the pod has finished (`Succeeded` or `Failed`).
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether the pod is being deleted.
+pub fn is_deleting(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Whether kube-scheduler reported the pod `PodScheduled=False` with reason `Unschedulable`.
+pub fn is_marked_unschedulable(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
+}
+
+/// Whether Karpenter should find capacity for the pod: unbound, marked unschedulable, not a
+/// daemon, static or mirror pod, not being deleted and not finished. (Pods already placed on an
+/// in-flight node are excluded by the index, which knows the nominations.)
+pub fn is_provisionable(pod: &Pod) -> bool {
+    node_name(pod).is_none()
+        && is_marked_unschedulable(pod)
+        && !is_daemonset_pod(pod)
+        && !is_static_pod(pod)
+        && !is_deleting(pod)
+        && !is_terminal(pod)
+}
+
+/// Whether the pod keeps a node from being empty: anything but daemon, static and terminal pods.
+pub fn counts_against_emptiness(pod: &Pod) -> bool {
+    !is_daemonset_pod(pod) && !is_static_pod(pod) && !is_terminal(pod)
+}
+
+/// Whether the pod tolerates `node.kubernetes.io/unschedulable:NoSchedule` (it would come back
+/// to a cordoned node, so draining it is pointless).
+pub fn tolerates_unschedulable(pod: &Pod) -> bool {
+    let taint = crate::api::provisioner::Taint {
+        key: UNSCHEDULABLE_TAINT.to_string(),
+        value: None,
+        effect: "NoSchedule".to_string(),
+        time_added: None,
+    };
+    let tolerations: Vec<_> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    tolerates(&tolerations, &taint)
+}
+
+/// Whether a drain evicts the pod: not a daemon, static or terminal pod, not one that tolerates
+/// the cordon, and not already being deleted.
+pub fn needs_eviction(pod: &Pod) -> bool {
+    !is_daemonset_pod(pod)
+        && !is_static_pod(pod)
+        && !is_terminal(pod)
+        && !tolerates_unschedulable(pod)
+        && !is_deleting(pod)
+}
+
+/// Whether the pod runs at `system-cluster-critical` or `system-node-critical` priority.
+pub fn is_critical(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.priority_class_name.as_deref())
+        .is_some_and(|p| CRITICAL_PRIORITY_CLASSES.contains(&p))
+}
+
+/// Whether the pod carries `karpenter.sh/do-not-evict: "true"`.
+pub fn has_do_not_evict(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DO_NOT_EVICT))
+        .is_some_and(|v| v == "true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, Toleration};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn pending() -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn owned_by(kind: &str) -> OwnerReference {
+        OwnerReference {
+            kind: kind.into(),
+            name: "x".into(),
+            api_version: "v1".into(),
+            uid: "u".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn provisionable_needs_every_condition() {
+        assert!(is_provisionable(&pending()));
+        let mut bound = pending();
+        bound.spec.as_mut().unwrap().node_name = Some("n".into());
+        assert!(!is_provisionable(&bound));
+        let mut not_marked = pending();
+        not_marked.status = None;
+        assert!(!is_provisionable(&not_marked));
+        let mut other_reason = pending();
+        other_reason
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .reason = Some("SchedulerError".into());
+        assert!(!is_provisionable(&other_reason));
+        let mut ds = pending();
+        ds.metadata.owner_references = Some(vec![owned_by("DaemonSet")]);
+        assert!(!is_provisionable(&ds));
+        let mut mirror = pending();
+        mirror.metadata.annotations = Some([(MIRROR_POD.to_string(), "x".to_string())].into());
+        assert!(!is_provisionable(&mirror));
+        let mut static_pod = pending();
+        static_pod.metadata.owner_references = Some(vec![owned_by("Node")]);
+        assert!(!is_provisionable(&static_pod));
+        let mut deleting = pending();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(!is_provisionable(&deleting));
+        let mut rs = pending();
+        rs.metadata.owner_references = Some(vec![owned_by("ReplicaSet")]);
+        assert!(is_provisionable(&rs));
+    }
+
+    #[test]
+    fn eviction_skips_daemons_static_terminal_and_tolerating_pods() {
+        let p = pending();
+        assert!(needs_eviction(&p));
+        let mut done = pending();
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert!(!needs_eviction(&done));
+        assert!(!counts_against_emptiness(&done));
+        let mut tol = pending();
+        tol.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            key: Some(UNSCHEDULABLE_TAINT.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }]);
+        assert!(!needs_eviction(&tol));
+        let mut all = pending();
+        all.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }]);
+        assert!(!needs_eviction(&all));
+        let mut ds = pending();
+        ds.metadata.owner_references = Some(vec![owned_by("DaemonSet")]);
+        assert!(!needs_eviction(&ds));
+        assert!(!counts_against_emptiness(&ds));
+    }
+
+    #[test]
+    fn critical_and_do_not_evict() {
+        let mut p = pending();
+        assert!(!is_critical(&p));
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        assert!(is_critical(&p));
+        assert!(!has_do_not_evict(&p));
+        p.metadata.annotations = Some([(DO_NOT_EVICT.to_string(), "true".to_string())].into());
+        assert!(has_do_not_evict(&p));
+    }
+}

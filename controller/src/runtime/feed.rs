@@ -1,0 +1,115 @@
+//! Watches that keep the [`Cluster`](crate::cluster::Cluster) index warm: Pods, Nodes,
+//! Provisioners, AWSNodeTemplates, DaemonSets and PodDisruptionBudgets, each through a kube-rs
+//! watcher (a relist replaces that kind; later events apply or delete one object). Every
+//! replica keeps them running, leader or not, so a new leader starts with warm caches.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+
+use crate::api::{AWSNodeTemplate, Provisioner};
+use crate::cluster::{Kind, Resource, SharedCluster};
+
+/// What the feeds report: when every kind has listed once, and a wake-up on every change.
+#[derive(Clone)]
+pub struct FeedSignals {
+    /// True once every watch has completed its first list.
+    pub synced: watch::Receiver<bool>,
+    /// Notified after every applied change.
+    pub changed: Arc<Notify>,
+}
+
+fn wrap<K: 'static>(f: fn(Box<K>) -> Resource) -> impl Fn(K) -> Resource + Send + Copy {
+    move |k| f(Box::new(k))
+}
+
+/// Starts one watch per kind over `client` (all namespaces) feeding `cluster`.
+pub fn start(client: Client, cluster: SharedCluster) -> FeedSignals {
+    let (synced_tx, synced) = watch::channel(false);
+    let changed = Arc::new(Notify::new());
+    let kinds = 6;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Kind>(kinds);
+    macro_rules! feed {
+        ($ty:ty, $kind:expr, $ctor:expr) => {
+            tokio::spawn(run::<$ty>(
+                Api::all(client.clone()),
+                $kind,
+                wrap($ctor),
+                cluster.clone(),
+                changed.clone(),
+                done_tx.clone(),
+            ));
+        };
+    }
+    feed!(Pod, Kind::Pod, Resource::Pod);
+    feed!(Node, Kind::Node, Resource::Node);
+    feed!(Provisioner, Kind::Provisioner, Resource::Provisioner);
+    feed!(AWSNodeTemplate, Kind::NodeTemplate, Resource::NodeTemplate);
+    feed!(DaemonSet, Kind::DaemonSet, Resource::DaemonSet);
+    feed!(
+        PodDisruptionBudget,
+        Kind::PodDisruptionBudget,
+        Resource::PodDisruptionBudget
+    );
+    drop(done_tx);
+    tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(kind) = done_rx.recv().await {
+            seen.insert(kind);
+            if seen.len() == kinds {
+                let _ = synced_tx.send(true);
+                tracing::info!("caches synced");
+            }
+        }
+    });
+    FeedSignals { synced, changed }
+}
+
+async fn run<K>(
+    api: Api<K>,
+    kind: Kind,
+    to_resource: impl Fn(K) -> Resource + Send + Copy + 'static,
+    cluster: SharedCluster,
+    changed: Arc<Notify>,
+    done: tokio::sync::mpsc::Sender<Kind>,
+) where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut relist: Vec<Resource> = Vec::new();
+    let mut first = true;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => relist.clear(),
+            Ok(Event::InitApply(obj)) => relist.push(to_resource(obj)),
+            Ok(Event::InitDone) => {
+                cluster.write().replace(kind, std::mem::take(&mut relist));
+                changed.notify_one();
+                if std::mem::take(&mut first) {
+                    let _ = done.send(kind).await;
+                }
+            }
+            Ok(Event::Apply(obj)) => {
+                cluster.write().apply(to_resource(obj));
+                changed.notify_one();
+            }
+            Ok(Event::Delete(obj)) => {
+                let key = to_resource(obj).key();
+                cluster.write().delete(kind, &key);
+                changed.notify_one();
+            }
+            // The watcher retries by itself; say why it is not current.
+            Err(e) => tracing::warn!(?kind, error = %e, "watch failed; retrying"),
+        }
+    }
+}
