@@ -117,7 +117,9 @@ async fn client(args: &Args) -> Result<kube::Client, RunError> {
                 .await
                 .map_err(|e| RunError::Kube(e.to_string()))?
         }
-        None => kube::Config::infer().await.map_err(|e| RunError::Kube(e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Kube(e.to_string()))?,
     };
     // The loops retry on their own schedule; kube-rs's default 429 retries would hide the
     // Eviction API's PodDisruptionBudget answers for minutes.
@@ -128,7 +130,9 @@ async fn client(args: &Args) -> Result<kube::Client, RunError> {
 fn init_logging(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -149,9 +153,17 @@ async fn run(args: Args) -> Result<(), RunError> {
     let signals = feed::start(client.clone(), cluster.clone());
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
-    let (addr, _admin) = admin::serve(args.metrics_listen, metrics.clone(), signals.synced.clone(), stop.clone())
-        .await
-        .map_err(|source| RunError::Listen { addr: args.metrics_listen, source })?;
+    let (addr, _admin) = admin::serve(
+        args.metrics_listen,
+        metrics.clone(),
+        signals.synced.clone(),
+        stop.clone(),
+    )
+    .await
+    .map_err(|source| RunError::Listen {
+        addr: args.metrics_listen,
+        source,
+    })?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
 
     let identity = args
@@ -183,7 +195,7 @@ async fn run(args: Args) -> Result<(), RunError> {
         CloudKind::Sim => {
             let sim = karpenter::cloud::sim::SimProvider::new(
                 &args.cluster_name,
-                clock.clone(),
+                Arc::new(karpenter::cloud::provider::SystemClock),
                 &Default::default(),
             )
             .map_err(|e| RunError::Config(e.to_string()))?;
@@ -191,7 +203,12 @@ async fn run(args: Args) -> Result<(), RunError> {
             let lifecycle = Lifecycle::new(cluster, Arc::new(sim), writer, clock, config);
             drive(lifecycle, signals, leading, stop, metrics).await;
         }
-        CloudKind::Aws => aws(&args, cluster, writer, clock, config, signals, leading, stop, metrics).await?,
+        CloudKind::Aws => {
+            aws(
+                &args, cluster, writer, clock, config, signals, leading, stop, metrics,
+            )
+            .await?
+        }
     }
     Ok(())
 }
@@ -225,7 +242,11 @@ async fn aws(
     aws_config.cluster_endpoint = args.cluster_endpoint.clone();
     aws_config.cluster_ca_bundle = args.cluster_ca_bundle.clone();
     aws_config.default_instance_profile = args.default_instance_profile.clone();
-    let cloud = AwsCloud::new(api, aws_config, Arc::new(karpenter::cloud::provider::SystemClock));
+    let cloud = AwsCloud::new(
+        api,
+        aws_config,
+        Arc::new(karpenter::cloud::provider::SystemClock),
+    );
     let lifecycle = Lifecycle::new(cluster, Arc::new(cloud), writer, clock, config);
     drive(lifecycle, signals, leading, stop, metrics).await;
     Ok(())
@@ -312,10 +333,16 @@ fn hostname() -> String {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
         tracing::debug!("a rustls provider was already installed");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
