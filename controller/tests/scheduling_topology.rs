@@ -409,7 +409,7 @@ fn anti_affinity_avoids_existing_pod_zone() {
 #[test]
 fn inverse_anti_affinity_from_existing_pod_hostname() {
     let e = env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({ZONE: "test-zone-1"}),
             json!({"cpu": "4", "memory": "4Gi", "pods": "10"}),

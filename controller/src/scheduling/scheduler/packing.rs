@@ -8,68 +8,7 @@ use super::*;
 impl State {
     pub(super) fn new(ctx: &Ctx<'_>) -> Result<Self, SchedulingError> {
         let n = ctx.res_names.len();
-        let mut nodes = Vec::new();
-        for (i, e) in ctx.existing.iter().enumerate() {
-            let name = existing_name(e, i);
-            let node_labels = normalized_labels(&e.node);
-            let status = e.node.status.as_ref();
-            let alloc = resources::parse_list(
-                status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
-            )
-            .map_err(|source| SchedulingError::Node {
-                node: name.clone(),
-                source,
-            })?;
-            let mut used = vec![0; n];
-            let mut ports = Vec::new();
-            for p in &e.pods {
-                if let Ok(info) = PodInfo::from_pod(p) {
-                    let d = dense(&info.requests, &ctx.res_index, n);
-                    for (x, y) in used.iter_mut().zip(&d) {
-                        *x += y;
-                    }
-                    ports.extend(info.host_ports.iter().cloned());
-                }
-            }
-            let mut avail = dense(&alloc, &ctx.res_index, n);
-            if !alloc.contains_key(resources::PODS) {
-                avail[ctx.res_index[resources::PODS]] = 110_000;
-            }
-            let taints = e
-                .node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.as_ref())
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| Taint {
-                            key: t.key.clone(),
-                            value: t.value.clone(),
-                            effect: t.effect.clone(),
-                            time_added: None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut labels_h = node_labels.clone();
-            labels_h
-                .entry(labels::HOSTNAME.to_string())
-                .or_insert_with(|| name.clone());
-            nodes.push(NodeState {
-                existing: Some(i),
-                prov: usize::MAX,
-                reqs: Requirements::from_labels(&labels_h),
-                name,
-                labels: labels_h,
-                taints,
-                options: Vec::new(),
-                used,
-                avail,
-                pods: Vec::new(),
-                ports,
-                limit_max: Vec::new(),
-            });
-        }
+        let nodes = ctx.existing_states.clone();
         Ok(State {
             nodes,
             groups: ctx
@@ -234,7 +173,7 @@ impl State {
             | Fail::NoInstanceType
             | Fail::Resources
             | Fail::HostPorts => true,
-            Fail::Limits | Fail::Pinned => false,
+            Fail::Limits | Fail::Pinned | Fail::Blocked => false,
             Fail::Topology(g) => {
                 let g = &self.groups[*g];
                 g.inverse
@@ -313,6 +252,10 @@ impl State {
         }
         let mut fails = Vec::new();
         for &pi in &ctx.order {
+            if ctx.provs[pi].blocked.is_some() {
+                fails.push((pi, Fail::Blocked));
+                continue;
+            }
             let cm = compat[pi]
                 .get_or_insert_with(|| Rc::new(class_compat(ctx, pi, &eff.reqs)))
                 .clone();
@@ -430,7 +373,7 @@ impl State {
                 }
             }
             any_compat = true;
-            if fits(&node.used, req, &prov.alloc[o]) {
+            if fits_all(&node.used, req, &prov.alloc[o]) {
                 options.push(o);
             }
         }
