@@ -38,8 +38,10 @@
 //!   PreferNoSchedule taints (only when a provisioner has one).
 //! - Limits count each in-flight node at the largest capacity among its remaining options
 //!   (Karpenter's `subtractMax`), so a launch can never exceed them.
-//! - Hostname spread assumes a fresh node (count 0) is always possible; `minDomains`,
-//!   `nodeAffinityPolicy`/`nodeTaintsPolicy` and `matchLabelKeys` are not modelled, and a
+//! - Hostname spread assumes a fresh node (count 0) is always possible. Other spread keys are
+//!   spread over the domains a usable provisioner offers plus existing nodes' domains under
+//!   `nodeAffinityPolicy` (default Honor) and `nodeTaintsPolicy` (default Ignore); `minDomains`
+//!   and `matchLabelKeys` apply. Counts are not yet filtered by those policies, and a
 //!   non-empty `namespaceSelector` on an affinity term is read as the pod's own namespace.
 //! - Spot prices are never invented: without a price a spot offering is priced at the type's
 //!   on-demand price, the node says `priceIsUpperBound`, and the Decision carries a note.

@@ -376,6 +376,17 @@ impl<'a> Ctx<'a> {
             universe,
             groups_init: groups,
             existing_states,
+            node_domains: input
+                .existing_nodes
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let mut l = normalized_labels(&e.node);
+                    l.entry(labels::HOSTNAME.to_string())
+                        .or_insert_with(|| existing_name(e, i));
+                    (l, api_taints(&e.node))
+                })
+                .collect(),
             notes,
         })
     }

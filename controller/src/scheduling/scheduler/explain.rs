@@ -196,19 +196,23 @@ impl State {
             Fail::Pinned => format!(
                 "no instance type of provisioner {name} is offered in the topology domain the pod needs"
             ),
-            Fail::Topology(g) => {
-                let g = &self.groups[*g];
+            Fail::Topology(gi) => {
+                let g = &self.groups[*gi];
                 let key = &g.term.key;
-                let mut counts: Vec<String> = ctx
-                    .universe
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter(|d| eff.reqs.allows(key, d) || key == labels::HOSTNAME)
-                    .map(|d| format!("{d}={}", g.count(d)))
-                    .collect();
-                if key == labels::HOSTNAME {
-                    counts.clear();
+                let spread = matches!(g.term.kind, TermKind::Spread { .. }) && !g.inverse;
+                let mut counts: Vec<String> = Vec::new();
+                if spread && key != labels::HOSTNAME {
+                    let domains = self.spread_domains(ctx, info, class, &eff, *gi);
+                    counts = domains
+                        .iter()
+                        .map(|d| format!("{d}={}", g.count(d)))
+                        .collect();
+                    if let Some(m) = g.term.min_domains.filter(|m| (domains.len() as u32) < *m) {
+                        counts.push(format!(
+                            "({} domain(s), fewer than minDomains {m}: global minimum 0)",
+                            domains.len()
+                        ));
+                    }
                 }
                 let what = if g.inverse {
                     format!("{} of an existing pod", g.term.describe())

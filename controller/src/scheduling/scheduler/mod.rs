@@ -3,6 +3,7 @@
 //! and a price-improvement pass.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -202,6 +203,8 @@ struct Ctx<'a> {
     groups_init: Vec<Group>,
     /// Existing nodes that may receive pods (owned, not being deleted, with known capacity).
     existing_states: Vec<NodeState>,
+    /// Labels (with hostname) and taints of every existing node, for topology domains.
+    node_domains: Vec<(BTreeMap<String, String>, Vec<Taint>)>,
     /// What the round assumed or left out, in words (copied into the Decision's notes).
     notes: Vec<String>,
 }
@@ -290,6 +293,8 @@ struct State {
     unschedulable: Vec<(usize, Vec<(usize, Fail)>)>,
     relaxed: Vec<(usize, Vec<String>)>,
     new_count: usize,
+    /// Spread domains per (pod shape, term, relaxation) hash.
+    domain_cache: RefCell<HashMap<u64, Rc<Vec<String>>>>,
 }
 
 fn dense(list: &ResourceList, index: &HashMap<String, usize>, n: usize) -> Res {

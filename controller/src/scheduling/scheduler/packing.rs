@@ -27,6 +27,7 @@ impl State {
             unschedulable: Vec::new(),
             relaxed: Vec::new(),
             new_count: 0,
+            domain_cache: RefCell::new(HashMap::new()),
         })
     }
 
@@ -464,6 +465,12 @@ impl State {
         for (gi, inverse) in checks {
             let g = &self.groups[gi];
             let key = g.term.key.as_str();
+            let spread_min = match g.term.kind {
+                TermKind::Spread { .. } if !inverse && key != labels::HOSTNAME => {
+                    self.spread_min(ctx, info, class, eff, gi)
+                }
+                _ => 0,
+            };
             let allowed = |d: &str| -> bool {
                 let n = g.count(d);
                 if inverse {
@@ -478,16 +485,7 @@ impl State {
                         if key == labels::HOSTNAME {
                             return n < max_skew;
                         }
-                        let min = ctx
-                            .universe
-                            .get(key)
-                            .into_iter()
-                            .flatten()
-                            .filter(|d| eff.reqs.allows(key, d))
-                            .map(|d| g.count(d))
-                            .min()
-                            .unwrap_or(0);
-                        n < min + max_skew
+                        n < spread_min + max_skew
                     }
                 }
             };
@@ -549,6 +547,116 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// The domains a pod's spread term is spread over, as kube-scheduler sees them: those a
+    /// provisioner the pod can use offers (its taints tolerated, its requirements compatible
+    /// with the pod's node selector and required affinity, an instance type left), and those of
+    /// existing nodes (any owner) that pass the term's `nodeAffinityPolicy` (default Honor) and
+    /// `nodeTaintsPolicy` (default Ignore). Cached per pod shape, term and relaxation.
+    pub(super) fn spread_domains(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        gi: usize,
+    ) -> Rc<Vec<String>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (ctx.classes[class].cache, gi, &eff.reqs, eff.tolerate_prefer).hash(&mut h);
+        let id = h.finish();
+        if let Some(d) = self.domain_cache.borrow().get(&id) {
+            return d.clone();
+        }
+        let term = &self.groups[gi].term;
+        let key = term.key.as_str();
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for prov in &ctx.provs {
+            if prov.blocked.is_some()
+                || check_taints(&prov.taints, info, eff.tolerate_prefer).is_err()
+                || prov
+                    .reqs
+                    .compatible_with(&eff.reqs, |k| prov.type_label_keys.contains(k))
+                    .is_err()
+            {
+                continue;
+            }
+            let combined = prov.reqs.intersection(&eff.reqs);
+            for &t in &prov.types {
+                let it: &InstanceType = &ctx.types[t];
+                if !it.compatible(&combined) {
+                    continue;
+                }
+                if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+                    for o in &it.offerings {
+                        if o.available
+                            && crate::scheduling::instance_type::offering_allowed(o, &combined)
+                        {
+                            let d = if key == labels::ZONE {
+                                &o.zone
+                            } else {
+                                &o.capacity_type
+                            };
+                            out.insert(d.clone());
+                        }
+                    }
+                    continue;
+                }
+                match it.labels.get(key) {
+                    Some(v) => {
+                        if combined.allows(key, v) {
+                            out.insert(v.clone());
+                        }
+                    }
+                    None => {
+                        if let Some(set) = combined.get(key).filter(|s| !s.complement) {
+                            out.extend(set.values.iter().cloned());
+                        }
+                    }
+                }
+            }
+        }
+        for (node_labels, taints) in &ctx.node_domains {
+            let Some(d) = node_labels.get(key) else {
+                continue;
+            };
+            if !term.ignore_node_affinity && !eff.reqs.matches_labels(node_labels) {
+                continue;
+            }
+            if term.honor_node_taints
+                && taints
+                    .iter()
+                    .any(|t| t.effect != "PreferNoSchedule" && !info.tolerates(t))
+            {
+                continue;
+            }
+            out.insert(d.clone());
+        }
+        let v = Rc::new(out.into_iter().collect::<Vec<_>>());
+        self.domain_cache.borrow_mut().insert(id, v.clone());
+        v
+    }
+
+    /// The global minimum of a spread term: the smallest count over its domains, or 0 when
+    /// there are fewer domains than `minDomains`.
+    pub(super) fn spread_min(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        gi: usize,
+    ) -> u32 {
+        let domains = self.spread_domains(ctx, info, class, eff, gi);
+        let g = &self.groups[gi];
+        if g.term
+            .min_domains
+            .is_some_and(|m| (domains.len() as u32) < m)
+        {
+            return 0;
+        }
+        domains.iter().map(|d| g.count(d)).min().unwrap_or(0)
     }
 
     pub(super) fn commit(
