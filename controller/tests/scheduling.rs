@@ -744,7 +744,7 @@ fn daemonset_overhead_in_reason() {
 
 fn existing_env() -> Env {
     env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({ZONE: "test-zone-1", "kubernetes.io/hostname": "n1"}),
             json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
@@ -775,16 +775,19 @@ fn full_existing_node_needs_new_node() {
 #[test]
 fn existing_node_taint_blocks() {
     let e = env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({}),
-            json!({"cpu": "4", "memory": "8Gi"}),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
             json!([{"key": "k", "effect": "NoSchedule"}]),
         ),
         vec![],
     );
     let d = e.solve(&[pod("a").build()]);
     assert!(d.existing_node_of("default/a").is_none());
+    let tolerant = pod("b").tolerate(json!({"key": "k", "operator": "Exists"}));
+    let d = e.solve(&[tolerant.build()]);
+    assert_eq!(d.existing_node_of("default/b"), Some("n1"));
 }
 
 #[test]
@@ -797,10 +800,10 @@ fn existing_node_label_mismatch() {
 #[test]
 fn existing_node_custom_label_required() {
     let e = env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({"team": "a"}),
-            json!({"cpu": "4", "memory": "8Gi"}),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
             json!([]),
         ),
         vec![],
@@ -837,16 +840,18 @@ fn different_host_ports_share() {
 #[test]
 fn existing_host_port_conflict() {
     let e = env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({}),
-            json!({"cpu": "4", "memory": "8Gi"}),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
             json!([]),
         ),
         vec![pod("x").host_port(80).spec("nodeName", json!("n1")).build()],
     );
     let d = e.solve(&[pod("a").host_port(80).build()]);
     assert!(d.existing_node_of("default/a").is_none());
+    let d = e.solve(&[pod("b").host_port(81).build()]);
+    assert_eq!(d.existing_node_of("default/b"), Some("n1"));
 }
 
 // --- instance selection ---
@@ -1257,7 +1262,7 @@ fn mixed_cluster_yaml_scenario() {
 #[test]
 fn host_ports_on_existing_node_are_tracked_within_a_round() {
     let e = env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({}),
             json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
@@ -1297,4 +1302,357 @@ fn improvement_respects_limits() {
         total += d.total_price_per_hour;
     }
     assert!(total > 0.0);
+}
+
+// --- fidelity with Karpenter's suites: labels, node and provisioner states, daemonsets ---
+
+/// A Node from JSON parts; `status` may be null (nothing reported yet).
+fn raw_node(
+    meta: serde_json::Value,
+    taints: serde_json::Value,
+    status: serde_json::Value,
+) -> k8s_openapi::api::core::v1::Node {
+    serde_json::from_value(json!({"metadata": meta, "spec": {"taints": taints}, "status": status}))
+        .unwrap()
+}
+
+/// A Karpenter-owned node of `default-instance-type` that is still coming up: no
+/// `karpenter.sh/initialized`, nothing reported in its status.
+fn in_flight(taints: serde_json::Value) -> k8s_openapi::api::core::v1::Node {
+    raw_node(
+        json!({"name": "n1", "labels": {
+            "karpenter.sh/provisioner-name": "default",
+            IT: "default-instance-type",
+            ZONE: "test-zone-1",
+        }}),
+        taints,
+        serde_json::Value::Null,
+    )
+}
+
+#[test]
+fn exists_on_a_label_some_types_lack_does_not_match_those_types() {
+    // Upstream: instance types state absent labels as DoesNotExist, so `Exists` on the GPU
+    // count matches only GPU types (before: t3a.nano, which has no GPU label at all).
+    let types = aws();
+    let d = env(vec![default_prov()])
+        .types(types.clone())
+        .solve(&[pod("a")
+            .required(
+                json!([[{"key": "karpenter.k8s.aws/instance-gpu-count", "operator": "Exists"}]]),
+            )
+            .build()]);
+    let n = node_of(&d, "a");
+    for o in &n.instance_type_options {
+        let t = types.iter().find(|t| &t.name == o).unwrap();
+        assert!(
+            t.labels
+                .contains_key("karpenter.k8s.aws/instance-gpu-count"),
+            "{o} has no GPU"
+        );
+    }
+    // A custom label that only some types carry: Exists picks them, NotIn the others.
+    let e = env(vec![default_prov()]).types(
+        karpenter::cloud::instance_types::parse_instance_types(
+            "- name: plain\n  capacity: {cpu: '4', memory: 4Gi, pods: '10'}\n  overhead: {}\n  offerings:\n  - {zone: z1, capacityType: on-demand, price: 0.1}\n- name: fast\n  capacity: {cpu: '4', memory: 4Gi, pods: '10'}\n  overhead: {}\n  labels: {disk: nvme}\n  offerings:\n  - {zone: z1, capacityType: on-demand, price: 0.5}\n",
+        )
+        .unwrap(),
+    );
+    let exists = pod("x").required(json!([[{"key": "disk", "operator": "Exists"}]]));
+    assert_eq!(
+        node_of(&e.solve(&[exists.build()]), "x").instance_type_options,
+        ["fast"]
+    );
+    let not_in =
+        pod("y").required(json!([[{"key": "disk", "operator": "NotIn", "values": ["nvme"]}]]));
+    assert_eq!(
+        node_of(&e.solve(&[not_in.build()]), "y").instance_type_options,
+        ["plain"]
+    );
+    // A well-known label no type defines keeps its meaning: left open, it matches.
+    let region = pod("z").selector(json!({"topology.kubernetes.io/region": "us-east-1"}));
+    assert!(scheduled(&e.solve(&[region.build()]), "z"));
+}
+
+#[test]
+fn a_node_being_deleted_receives_no_pods() {
+    let mut n = owned_node(
+        "n1",
+        json!({}),
+        json!({"cpu": "4", "memory": "8Gi", "pods": "10"}),
+        json!([]),
+    );
+    let e = env(vec![default_prov()]).existing(n.clone(), vec![]);
+    assert_eq!(
+        e.solve(&[pod("a").build()]).existing_node_of("default/a"),
+        Some("n1")
+    );
+    n.metadata.deletion_timestamp = serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
+    let d = env(vec![default_prov()])
+        .existing(n, vec![])
+        .solve(&[pod("a").build()]);
+    assert!(d.existing_node_of("default/a").is_none());
+    assert!(scheduled(&d, "a"));
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n == "left out 1 node(s) being deleted: n1"),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[test]
+fn startup_taints_of_an_in_flight_node_do_not_keep_pods_off_it() {
+    // Upstream: "should not launch a second node while the first one's startup taints are on".
+    let p = prov(
+        "default",
+        json!({"startupTaints": [{"key": "example.com/booting", "effect": "NoSchedule"}]}),
+    );
+    let taints = json!([
+        {"key": "example.com/booting", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
+    ]);
+    let pods = pod("a").req("1", "").times(3);
+    let d = env(vec![p.clone()])
+        .existing(in_flight(taints.clone()), vec![])
+        .solve(&pods);
+    assert!(d.nodes.is_empty(), "{d:?}");
+    assert_eq!(d.existing_nodes[0].pods.len(), 3);
+    // Its instance type's allocatable is what it offers: 3900m cpu, so a fourth pod needs a node.
+    let d = env(vec![p.clone()])
+        .existing(in_flight(taints.clone()), vec![])
+        .solve(&pod("a").req("1", "").times(4));
+    assert_eq!(d.existing_nodes[0].pods.len(), 3);
+    assert_eq!(d.nodes.len(), 1);
+    // Once initialized, a taint still on the node is real.
+    let mut ready = in_flight(taints);
+    ready
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("karpenter.sh/initialized".into(), "true".into());
+    ready.status =
+        serde_json::from_value(json!({"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "5"}}))
+            .unwrap();
+    let d = env(vec![p]).existing(ready, vec![]).solve(&pods);
+    assert!(d.existing_nodes.is_empty());
+    assert_eq!(d.nodes.len(), 1);
+}
+
+#[test]
+fn not_ready_and_unreachable_taints_of_a_node_coming_up_are_ignored() {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let taints = json!([{"key": key, "effect": "NoSchedule"}]);
+        let d = env(vec![default_prov()])
+            .existing(in_flight(taints.clone()), vec![])
+            .solve(&[pod("a").build()]);
+        assert_eq!(d.existing_node_of("default/a"), Some("n1"), "{key}");
+        assert!(d.nodes.is_empty(), "{key}");
+        // On an initialized node the taint is honoured, as kube-scheduler does.
+        let node = owned_node(
+            "n2",
+            json!({}),
+            json!({"cpu": "4", "memory": "4Gi", "pods": "5"}),
+            taints,
+        );
+        let d = env(vec![default_prov()])
+            .existing(node, vec![])
+            .solve(&[pod("a").build()]);
+        assert!(d.existing_node_of("default/a").is_none(), "{key}");
+    }
+    // A NoExecute not-ready taint is not one of the ephemeral ones.
+    let taints = json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]);
+    let d = env(vec![default_prov()])
+        .existing(in_flight(taints), vec![])
+        .solve(&[pod("a").build()]);
+    assert!(d.existing_node_of("default/a").is_none());
+}
+
+#[test]
+fn unowned_nodes_and_nodes_without_allocatable_are_left_out() {
+    let roomy = json!({"cpu": "16", "memory": "64Gi", "pods": "100"});
+    let unowned = node(
+        "static-1",
+        json!({ZONE: "test-zone-1"}),
+        roomy.clone(),
+        json!([]),
+    );
+    let silent = raw_node(
+        json!({"name": "quiet", "labels": {
+            "karpenter.sh/provisioner-name": "default",
+            "karpenter.sh/initialized": "true",
+        }}),
+        json!([]),
+        serde_json::Value::Null,
+    );
+    let d = env(vec![default_prov()])
+        .existing(unowned, vec![])
+        .existing(silent, vec![])
+        .solve(&[pod("a").build()]);
+    assert!(d.existing_nodes.is_empty(), "{d:?}");
+    assert_eq!(d.nodes.len(), 1);
+    assert!(
+        d.notes.iter().any(|n| n.starts_with(
+            "left out 1 existing node(s) that Karpenter does not own (no karpenter.sh/provisioner-name label): static-1"
+        )),
+        "{:?}",
+        d.notes
+    );
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.contains("report no allocatable resources") && n.ends_with(": quiet")),
+        "{:?}",
+        d.notes
+    );
+    // Unowned nodes still count for topology: a pod there keeps anti-affine pods away.
+    let guard = pod("guard")
+        .labels(json!({"app": "web"}))
+        .spec("nodeName", json!("static-1"))
+        .build();
+    let e = env(vec![default_prov()]).existing(
+        node("static-1", json!({ZONE: "test-zone-1"}), roomy, json!([])),
+        vec![guard],
+    );
+    let d = e.solve(&[pod("web")
+        .labels(json!({"app": "web"}))
+        .pod_term("podAntiAffinity", ZONE, json!({"app": "web"}))
+        .build()]);
+    assert_ne!(node_of(&d, "web").zones, ["test-zone-1"]);
+}
+
+#[test]
+fn daemonsets_not_yet_on_an_in_flight_node_take_room_once() {
+    let ds = daemonset(
+        "agent",
+        json!({"containers": [{"name": "d", "resources": {"requests": {"cpu": "1"}}}]}),
+    );
+    let pods = pod("a").req("1", "").times(3);
+    // Not bound yet: 3900m - 1 cpu leaves room for two pods.
+    let d = env(vec![default_prov()])
+        .ds(ds.clone())
+        .existing(in_flight(json!([])), vec![])
+        .solve(&pods);
+    assert_eq!(d.existing_nodes[0].pods.len(), 2);
+    // Already bound: counted as the bound pod it is, not twice.
+    let mut agent = pod("agent-x").req("1", "").spec("nodeName", json!("n1")).0;
+    agent["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u"}]);
+    let d = env(vec![default_prov()])
+        .ds(ds)
+        .existing(
+            in_flight(json!([])),
+            vec![serde_json::from_value(agent).unwrap()],
+        )
+        .solve(&pods);
+    assert_eq!(d.existing_nodes[0].pods.len(), 2);
+}
+
+/// A provisioner from JSON metadata and spec.
+fn prov_meta(
+    meta: serde_json::Value,
+    spec: serde_json::Value,
+    status: serde_json::Value,
+) -> karpenter::api::Provisioner {
+    serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+        "metadata": meta, "spec": spec, "status": status,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_provisioner_being_deleted_launches_nothing() {
+    let going = prov_meta(
+        json!({"name": "going", "deletionTimestamp": "2026-01-01T00:00:00Z"}),
+        json!({"weight": 100}),
+        json!({}),
+    );
+    let d = env(vec![going.clone(), prov("default", json!({}))]).solve(&[pod("a").build()]);
+    assert_eq!(node_of(&d, "a").provisioner, "default");
+    let d = env(vec![going]).solve(&[pod("a").build()]);
+    assert_eq!(
+        reason(&d, "a", "going"),
+        "provisioner going is being deleted; it launches no new nodes"
+    );
+}
+
+#[test]
+fn daemonset_overhead_counts_when_the_pod_requests_nothing() {
+    // small-instance-type has 1900m allocatable: a 3-cpu daemonset does not fit there, so no
+    // pod (even one with no requests) may be placed on it.
+    for spec in [
+        json!({"containers": [{"name": "d", "resources": {"requests": {"cpu": "3"}}}]}),
+        // Effective request: max(sum of containers with limits filling requests, largest init).
+        json!({
+            "containers": [{"name": "d", "resources": {"limits": {"cpu": "1"}}}],
+            "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "3"}}}],
+        }),
+    ] {
+        let e = env(vec![default_prov()]).ds(daemonset("ds", spec));
+        let d = e.solve(&[pod("a").build()]);
+        let n = node_of(&d, "a");
+        assert_eq!(n.instance_type, "default-instance-type");
+        assert!(!n
+            .instance_type_options
+            .contains(&"small-instance-type".to_string()));
+    }
+    let e = env(vec![default_prov()]).ds(daemonset(
+        "huge",
+        json!({"containers": [{"name": "d", "resources": {"requests": {"memory": "512Gi"}}}]}),
+    ));
+    let d = e.solve(&[pod("a").build()]);
+    let r = reason(&d, "a", "default");
+    assert!(
+        r.starts_with("the daemonsets of provisioner default do not fit on any instance type that fits the pod: they request 512Gi memory and "),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_provisioner_over_its_limits_launches_nothing() {
+    let over = prov_meta(
+        json!({"name": "default"}),
+        json!({"limits": {"resources": {"cpu": "8"}}}),
+        json!({"resources": {"cpu": "10"}}),
+    );
+    let d = env(vec![over]).solve(&[pod("a").build()]);
+    assert_eq!(
+        reason(&d, "a", "default"),
+        "provisioner default already uses 10 cpu (status.resources), over its limit of 8; it launches nothing until usage drops below the limit"
+    );
+    // At the limit is not over it.
+    let at = prov_meta(
+        json!({"name": "default"}),
+        json!({"limits": {"resources": {"cpu": "8"}}}),
+        json!({"resources": {"cpu": "8"}}),
+    );
+    assert!(scheduled(&env(vec![at]).solve(&[pod("a").build()]), "a"));
+}
+
+#[test]
+fn simulate_honours_status_limits_and_says_which_nodes_it_left_out() {
+    let docs: Vec<serde_json::Value> = vec![
+        json!({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+               "metadata": {"name": "default"},
+               "spec": {"limits": {"resources": {"cpu": "8"}}},
+               "status": {"resources": {"cpu": "12"}}}),
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": "static-1", "labels": {ZONE: "us-east-1a"}},
+               "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}}}),
+        pod("a").req("1", "").0,
+    ];
+    let d = simulate(&docs, aws(), &SimulateOptions::default()).unwrap();
+    assert!(d.nodes.is_empty() && d.existing_nodes.is_empty(), "{d:?}");
+    assert!(reason(&d, "a", "default").contains("over its limit of 8"));
+    let table = d.render_table();
+    assert!(
+        table.contains("note: left out 1 existing node(s) that Karpenter does not own"),
+        "{table}"
+    );
 }

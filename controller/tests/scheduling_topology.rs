@@ -409,7 +409,7 @@ fn anti_affinity_avoids_existing_pod_zone() {
 #[test]
 fn inverse_anti_affinity_from_existing_pod_hostname() {
     let e = env(vec![default_prov()]).existing(
-        node(
+        owned_node(
             "n1",
             json!({ZONE: "test-zone-1"}),
             json!({"cpu": "4", "memory": "4Gi", "pods": "10"}),
@@ -556,4 +556,56 @@ fn topology_pods_are_not_moved_by_improvement() {
             .times(9),
     );
     assert_eq!(counts(&d), [3, 3, 3]);
+}
+
+// --- spread domains as kube-scheduler computes them (issue 13) ---
+
+fn four_zone_env() -> Env {
+    let types = karpenter::cloud::instance_types::parse_instance_types(
+        "- name: m\n  capacity: {cpu: '4', memory: 8Gi, pods: '20'}\n  overhead: {}\n  offerings:\n  - {zone: us-east-1a, capacityType: on-demand, price: 0.1}\n  - {zone: us-east-1b, capacityType: on-demand, price: 0.1}\n  - {zone: us-east-1c, capacityType: on-demand, price: 0.1}\n  - {zone: us-east-1d, capacityType: on-demand, price: 0.1}\n",
+    )
+    .unwrap();
+    env(vec![
+        prov(
+            "general",
+            json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["us-east-1a", "us-east-1c"]}]}),
+        ),
+        prov(
+            "team",
+            json!({"requirements": [{"key": ZONE, "operator": "In", "values": ["us-east-1b", "us-east-1d"]}],
+                   "taints": [{"key": "team", "value": "x", "effect": "NoSchedule"}]}),
+        ),
+    ])
+    .types(types)
+}
+
+#[test]
+fn zones_only_a_tainted_provisioner_offers_are_not_domains() {
+    // The issue's reproduction: b and d come only from the team's tainted provisioner, which
+    // these pods cannot use, so they spread over a and c.
+    let pods = web()
+        .req("1", "")
+        .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+        .times(4);
+    let d = four_zone_env().solve(&pods);
+    assert!(d.unschedulable.is_empty(), "{d:?}");
+    let z = per_zone(&d);
+    assert_eq!(z.get("us-east-1a"), Some(&2), "{z:?}");
+    assert_eq!(z.get("us-east-1c"), Some(&2), "{z:?}");
+}
+
+#[test]
+fn fewer_domains_than_min_domains_make_the_global_minimum_zero() {
+    let mut p = web()
+        .req("1", "")
+        .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}));
+    p.0["spec"]["topologySpreadConstraints"][0]["minDomains"] = json!(3);
+    let d = four_zone_env().solve(&p.times(3));
+    assert_eq!(d.scheduled_count(), 2, "{d:?}");
+    let u = &d.unschedulable[0];
+    assert!(
+        u.reasons["general"].contains("fewer than minDomains 3"),
+        "{:?}",
+        u.reasons
+    );
 }

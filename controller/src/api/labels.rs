@@ -19,6 +19,9 @@ pub const WINDOWS_BUILD: &str = "node.kubernetes.io/windows-build";
 pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
 /// `karpenter.sh/provisioner-name`: set by Karpenter on every node it launches.
 pub const PROVISIONER_NAME: &str = "karpenter.sh/provisioner-name";
+/// Set to `true` on a node Karpenter launched once it is ready, its startup taints are gone
+/// and its extended resources are registered; until then the node is in flight.
+pub const NODE_INITIALIZED: &str = "karpenter.sh/initialized";
 /// `karpenter.k8s.aws/instance-category` (`m` of `m5.large`).
 pub const INSTANCE_CATEGORY: &str = "karpenter.k8s.aws/instance-category";
 /// `karpenter.k8s.aws/instance-family` (`m5` of `m5.large`).

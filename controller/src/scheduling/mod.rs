@@ -24,14 +24,24 @@
 //! Semantics worth knowing (Karpenter v0.27-v0.31 unless noted):
 //! - Custom label keys a provisioner (or its instance types) does not define are incompatible
 //!   unless the pod uses `NotIn`/`DoesNotExist`; well-known keys are allowed when undefined.
+//!   A label some instance types define is `DoesNotExist` on the types that lack it.
+//! - Existing nodes are filled only when Karpenter owns them (`karpenter.sh/provisioner-name`)
+//!   and they are not being deleted: initialized ones with the allocatable they report, in-flight
+//!   ones (no `karpenter.sh/initialized=true`) with their instance type's allocatable less
+//!   unbound DaemonSet pods, ignoring startup and not-ready/unreachable taints. The rest still
+//!   count for topology; the Decision's notes name the nodes left out.
+//! - A provisioner being deleted, or whose `status.resources` exceeds its limits, launches
+//!   nothing. A new node's DaemonSets must fit whatever the pending pod requests.
 //! - Relaxation order: required node-affinity terms (first removed while more than one remains),
 //!   preferred pod affinity, preferred pod anti-affinity, preferred node affinity (heaviest
 //!   first; the heaviest remaining is treated as required), ScheduleAnyway spreads, then
 //!   PreferNoSchedule taints (only when a provisioner has one).
 //! - Limits count each in-flight node at the largest capacity among its remaining options
 //!   (Karpenter's `subtractMax`), so a launch can never exceed them.
-//! - Hostname spread assumes a fresh node (count 0) is always possible; `minDomains`,
-//!   `nodeAffinityPolicy`/`nodeTaintsPolicy` and `matchLabelKeys` are not modelled, and a
+//! - Hostname spread assumes a fresh node (count 0) is always possible. Other spread keys are
+//!   spread over the domains a usable provisioner offers plus existing nodes' domains under
+//!   `nodeAffinityPolicy` (default Honor) and `nodeTaintsPolicy` (default Ignore); `minDomains`
+//!   and `matchLabelKeys` apply. Counts are not yet filtered by those policies, and a
 //!   non-empty `namespaceSelector` on an affinity term is read as the pod's own namespace.
 //! - Spot prices are never invented: without a price a spot offering is priced at the type's
 //!   on-demand price, the node says `priceIsUpperBound`, and the Decision carries a note.

@@ -60,6 +60,13 @@ pub struct TopologyTerm {
     pub selector: Requirements,
     /// Namespaces whose pods count; `None` for all namespaces.
     pub namespaces: Option<BTreeSet<String>>,
+    /// Spread only: `minDomains` (below it, the global minimum is taken as 0).
+    pub min_domains: Option<u32>,
+    /// Spread only: `nodeAffinityPolicy: Ignore` (default `Honor`: existing nodes the pod's
+    /// node selector and required affinity exclude are not domains).
+    pub ignore_node_affinity: bool,
+    /// Spread only: `nodeTaintsPolicy: Honor` (default `Ignore`: a tainted node's domain counts).
+    pub honor_node_taints: bool,
 }
 
 /// A pod converted for scheduling.
@@ -134,6 +141,9 @@ fn pod_term(
         key: labels::normalize(&t.topology_key).to_string(),
         selector,
         namespaces,
+        min_domains: None,
+        ignore_node_affinity: false,
+        honor_node_taints: false,
     })
 }
 
@@ -303,10 +313,16 @@ impl PodInfo {
             }
         }
         for tsc in spec.topology_spread_constraints.iter().flatten() {
-            let selector = match &tsc.label_selector {
+            let mut selector = match &tsc.label_selector {
                 Some(s) => selector_requirements(s).map_err(req_err)?,
                 None => Requirements::new(),
             };
+            // matchLabelKeys: the pod's own values for those keys join the selector.
+            for k in tsc.match_label_keys.iter().flatten() {
+                if let Some(v) = info.labels.get(k) {
+                    selector.add(k, ValueSet::is_in([v.clone()]));
+                }
+            }
             let term = TopologyTerm {
                 kind: TermKind::Spread {
                     max_skew: tsc.max_skew.max(1) as u32,
@@ -314,6 +330,12 @@ impl PodInfo {
                 key: labels::normalize(&tsc.topology_key).to_string(),
                 selector,
                 namespaces: Some(BTreeSet::from([namespace.clone()])),
+                min_domains: tsc
+                    .min_domains
+                    .filter(|_| tsc.when_unsatisfiable != "ScheduleAnyway")
+                    .map(|m| m.max(1) as u32),
+                ignore_node_affinity: tsc.node_affinity_policy.as_deref() == Some("Ignore"),
+                honor_node_taints: tsc.node_taints_policy.as_deref() == Some("Honor"),
             };
             if tsc.when_unsatisfiable == "ScheduleAnyway" {
                 info.soft_spreads.push(term);

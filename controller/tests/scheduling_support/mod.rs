@@ -195,6 +195,14 @@ pub fn node(name: &str, labels: Value, allocatable: Value, taints: Value) -> Nod
     .unwrap()
 }
 
+/// An initialized node that provisioner `default` launched (the only kind the packer fills).
+pub fn owned_node(name: &str, labels: Value, allocatable: Value, taints: Value) -> Node {
+    let mut labels = labels;
+    labels["karpenter.sh/provisioner-name"] = json!("default");
+    labels["karpenter.sh/initialized"] = json!("true");
+    node(name, labels, allocatable, taints)
+}
+
 /// A daemonset with the given pod spec.
 pub fn daemonset(name: &str, spec: Value) -> DaemonSet {
     serde_json::from_value(json!({

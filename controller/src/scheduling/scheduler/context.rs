@@ -38,17 +38,38 @@ impl<'a> Ctx<'a> {
             .collect();
         let n = res_names.len();
 
-        let mut types: Vec<&InstanceType> = Vec::new();
+        // A label that some instance types define and another lacks is absent on the latter
+        // (`DoesNotExist`), as Karpenter's cloud providers state it; otherwise `Exists` on,
+        // say, a GPU label would match every type without GPUs.
+        let absent_keys: BTreeSet<&str> = input
+            .instance_types
+            .iter()
+            .chain(input.instance_types_by_provisioner.values().flatten())
+            .flat_map(|t| t.labels.keys().map(String::as_str))
+            .filter(|k| !matches!(*k, labels::ARCH | labels::INSTANCE_TYPE))
+            .collect();
+        let with_absent = |t: &'a InstanceType| -> Cow<'a, InstanceType> {
+            if absent_keys.iter().all(|k| t.requirements.has_key(k)) {
+                return Cow::Borrowed(t);
+            }
+            let mut owned = t.clone();
+            for k in &absent_keys {
+                if !owned.requirements.has_key(k) {
+                    owned.requirements.add(k, ValueSet::does_not_exist());
+                }
+            }
+            Cow::Owned(owned)
+        };
+        let mut types: Vec<Cow<'a, InstanceType>> = Vec::new();
         let shared: Vec<usize> = (0..input.instance_types.len()).collect();
-        types.extend(input.instance_types.iter());
+        types.extend(input.instance_types.iter().map(&with_absent));
 
-        let ds_infos: Vec<PodInfo> = input
+        let ds_infos: Vec<(&DaemonSet, PodInfo)> = input
             .daemonsets
             .iter()
-            .filter_map(|d| PodInfo::from_pod(&daemonset_pod(d)).ok())
+            .filter_map(|d| PodInfo::from_pod(&daemonset_pod(d)).ok().map(|i| (d, i)))
             .collect();
 
-        // Existing nodes' usage per provisioner (for limits).
         let mut provs = Vec::new();
         for p in &input.provisioners {
             let name = p.metadata.name.clone().unwrap_or_default();
@@ -65,7 +86,7 @@ impl<'a> Ctx<'a> {
             let type_idx = match input.instance_types_by_provisioner.get(&name) {
                 Some(list) => {
                     let start = types.len();
-                    types.extend(list.iter());
+                    types.extend(list.iter().map(&with_absent));
                     (start..types.len()).collect()
                 }
                 None => shared.clone(),
@@ -74,6 +95,7 @@ impl<'a> Ctx<'a> {
             // Daemonsets that would land on this provisioner's nodes.
             let ds_for: Vec<&PodInfo> = ds_infos
                 .iter()
+                .map(|(_, d)| d)
                 .filter(|d| p.spec.taints.iter().all(|t| d.tolerates(t)))
                 .collect();
             let mut type_list = Vec::new();
@@ -81,7 +103,7 @@ impl<'a> Ctx<'a> {
             let mut alloc_raw = Vec::new();
             let mut cap = Vec::new();
             for &ti in &type_idx {
-                let t: &InstanceType = types[ti];
+                let t: &InstanceType = &types[ti];
                 if !t.compatible(&reqs) {
                     continue;
                 }
@@ -122,6 +144,11 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .flat_map(|&t: &usize| types[t].labels.keys().cloned())
                 .collect();
+            let blocked = if p.metadata.deletion_timestamp.is_some() {
+                Some(Blocked::Deleting)
+            } else {
+                over_limit(p, limits.as_ref(), &res_index)
+            };
             provs.push(Prov {
                 type_label_keys,
                 has_prefer_no_schedule: p
@@ -138,6 +165,7 @@ impl<'a> Ctx<'a> {
                 cap,
                 limits,
                 existing_used: vec![0; n],
+                blocked,
             });
         }
         for e in &input.existing_nodes {
@@ -158,6 +186,8 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
+        let (existing_states, notes) =
+            existing_states(input, &provs, &types, &ds_infos, &res_index)?;
         let mut order: Vec<usize> = (0..provs.len()).collect();
         order.sort_by(|a, b| {
             let wa = input.provisioners[*a].weight();
@@ -345,7 +375,239 @@ impl<'a> Ctx<'a> {
             pod_class,
             universe,
             groups_init: groups,
-            existing: &input.existing_nodes,
+            existing_states,
+            node_domains: input
+                .existing_nodes
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let mut l = normalized_labels(&e.node);
+                    l.entry(labels::HOSTNAME.to_string())
+                        .or_insert_with(|| existing_name(e, i));
+                    (l, api_taints(&e.node))
+                })
+                .collect(),
+            notes,
         })
     }
+}
+
+/// Taints the node lifecycle puts on every node that is coming up (Karpenter's known ephemeral
+/// taints); they go away on their own, so they keep no pod off an in-flight node.
+pub(super) const EPHEMERAL_TAINTS: &[(&str, &str)] = &[
+    ("node.kubernetes.io/not-ready", "NoSchedule"),
+    ("node.kubernetes.io/unreachable", "NoSchedule"),
+    (
+        "node.cloudprovider.kubernetes.io/uninitialized",
+        "NoSchedule",
+    ),
+];
+
+/// The first resource whose `status.resources` usage already exceeds the provisioner's limit.
+fn over_limit(
+    p: &Provisioner,
+    limits: Option<&Res>,
+    res_index: &HashMap<String, usize>,
+) -> Option<Blocked> {
+    let limits = limits?;
+    let status = p.status.as_ref()?;
+    for (name, q) in &status.resources {
+        let (Some(&i), Ok(used)) = (res_index.get(name), q.milli()) else {
+            continue;
+        };
+        if limits[i] != i64::MAX && used > limits[i] {
+            return Some(Blocked::OverLimit {
+                resource: name.clone(),
+                used,
+                limit: limits[i],
+            });
+        }
+    }
+    None
+}
+
+fn api_taints(node: &Node) -> Vec<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.clone(),
+                    time_added: None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a bound pod is the DaemonSet's own pod.
+fn owned_by(pod: &Pod, ds: &DaemonSet) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet" && Some(o.name.as_str()) == ds.metadata.name.as_deref())
+}
+
+/// The existing nodes the packer may fill, and notes on the ones it leaves out.
+///
+/// Pending pods were already refused by kube-scheduler on the nodes that exist, so only nodes
+/// Karpenter owns (`karpenter.sh/provisioner-name`) are filled, never one being deleted. An
+/// initialized node offers the allocatable it reports; a node still coming up (no
+/// `karpenter.sh/initialized=true`) offers its instance type's allocatable, less the
+/// DaemonSet pods that will land on it but are not bound yet, and its provisioner's
+/// `startupTaints` and the ephemeral not-ready taints do not keep pods off it.
+fn existing_states(
+    input: &SchedulerInput,
+    provs: &[Prov],
+    types: &[Cow<'_, InstanceType>],
+    ds_infos: &[(&DaemonSet, PodInfo)],
+    res_index: &HashMap<String, usize>,
+) -> Result<(Vec<NodeState>, Vec<String>), SchedulingError> {
+    let n = res_index.len();
+    let mut states = Vec::new();
+    let mut unowned = Vec::new();
+    let mut deleting = Vec::new();
+    let mut no_capacity = Vec::new();
+    for (i, e) in input.existing_nodes.iter().enumerate() {
+        let name = existing_name(e, i);
+        let node_labels = normalized_labels(&e.node);
+        let Some(prov_name) = node_labels.get(labels::PROVISIONER_NAME) else {
+            unowned.push(name);
+            continue;
+        };
+        if e.node.metadata.deletion_timestamp.is_some() {
+            deleting.push(name);
+            continue;
+        }
+        let node_err = |source| SchedulingError::Node {
+            node: name.clone(),
+            source,
+        };
+        let in_flight = node_labels
+            .get(labels::NODE_INITIALIZED)
+            .is_none_or(|v| v != "true");
+        let prov_i = provs.iter().position(|p| &p.name == prov_name);
+        let spec = prov_i.map(|pi| &input.provisioners[pi].spec);
+        let reported = e
+            .node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .filter(|a| !a.is_empty());
+        let type_alloc = || {
+            let it = node_labels.get(labels::INSTANCE_TYPE)?;
+            let by_name = |t: &usize| types[*t].name == *it;
+            let t = prov_i
+                .and_then(|pi| provs[pi].types.iter().copied().find(by_name))
+                .or_else(|| (0..types.len()).find(by_name))?;
+            Some(types[t].allocatable(spec.and_then(|s| s.kubelet_configuration.as_ref())))
+        };
+        let alloc = match (in_flight, reported) {
+            (true, r) => match type_alloc() {
+                Some(a) => a,
+                None => match r {
+                    Some(r) => resources::parse_list(Some(r)).map_err(node_err)?,
+                    None => {
+                        no_capacity.push(name);
+                        continue;
+                    }
+                },
+            },
+            (false, Some(r)) => resources::parse_list(Some(r)).map_err(node_err)?,
+            (false, None) => {
+                no_capacity.push(name);
+                continue;
+            }
+        };
+        let mut taints = api_taints(&e.node);
+        if in_flight {
+            let startup = spec
+                .map(|s| s.startup_taints.as_slice())
+                .unwrap_or_default();
+            taints.retain(|t| {
+                !startup
+                    .iter()
+                    .any(|s| s.key == t.key && s.effect == t.effect)
+                    && !EPHEMERAL_TAINTS
+                        .iter()
+                        .any(|(k, eff)| *k == t.key && *eff == t.effect)
+            });
+        }
+        let mut used = vec![0; n];
+        let mut ports = Vec::new();
+        for p in &e.pods {
+            if let Ok(info) = PodInfo::from_pod(p) {
+                let d = dense(&info.requests, res_index, n);
+                for (x, y) in used.iter_mut().zip(&d) {
+                    *x += y;
+                }
+                ports.extend(info.host_ports.iter().cloned());
+            }
+        }
+        let mut labels_h = node_labels;
+        labels_h
+            .entry(labels::HOSTNAME.to_string())
+            .or_insert_with(|| name.clone());
+        if in_flight {
+            // DaemonSet pods that will land on the node but are not bound yet.
+            for (ds, d) in ds_infos {
+                let lands = taints
+                    .iter()
+                    .all(|t| t.effect == "PreferNoSchedule" || d.tolerates(t))
+                    && d.node_selector.matches_labels(&labels_h)
+                    && (d.required_terms.is_empty()
+                        || d.required_terms.iter().any(|r| r.matches_labels(&labels_h)));
+                if lands && !e.pods.iter().any(|p| owned_by(p, ds)) {
+                    let dr = dense(&d.requests, res_index, n);
+                    for (x, y) in used.iter_mut().zip(&dr) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+        states.push(NodeState {
+            existing: Some(i),
+            prov: usize::MAX,
+            reqs: Requirements::from_labels(&labels_h),
+            name,
+            labels: labels_h,
+            taints,
+            options: Vec::new(),
+            used,
+            avail: dense(&alloc, res_index, n),
+            pods: Vec::new(),
+            ports,
+            limit_max: Vec::new(),
+        });
+    }
+    let mut notes = Vec::new();
+    if !unowned.is_empty() {
+        notes.push(format!(
+            "left out {} existing node(s) that Karpenter does not own (no {} label): {}; \
+             kube-scheduler already considered them for the pending pods",
+            unowned.len(),
+            labels::PROVISIONER_NAME,
+            unowned.join(", ")
+        ));
+    }
+    if !deleting.is_empty() {
+        notes.push(format!(
+            "left out {} node(s) being deleted: {}",
+            deleting.len(),
+            deleting.join(", ")
+        ));
+    }
+    if !no_capacity.is_empty() {
+        notes.push(format!(
+            "left out {} node(s) that report no allocatable resources and are not coming up \
+             with a known instance type: {}",
+            no_capacity.len(),
+            no_capacity.join(", ")
+        ));
+    }
+    Ok((states, notes))
 }

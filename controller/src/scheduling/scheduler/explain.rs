@@ -6,7 +6,10 @@ use super::*;
 
 impl State {
     pub(super) fn decision(&self, ctx: &Ctx<'_>, infos: &[PodInfo]) -> Decision {
-        let mut d = Decision::default();
+        let mut d = Decision {
+            notes: ctx.notes.clone(),
+            ..Decision::default()
+        };
         let mut upper_bound = false;
         for node in &self.nodes {
             if node.pods.is_empty() {
@@ -26,7 +29,7 @@ impl State {
                 .options
                 .iter()
                 .map(|&o| {
-                    let t = ctx.types[prov.types[o]];
+                    let t: &InstanceType = &ctx.types[prov.types[o]];
                     let (p, ub) = Self::option_price(t, &node.reqs, &ct);
                     (p, ub, t)
                 })
@@ -174,22 +177,42 @@ impl State {
                 format!("the limits of provisioner {name} leave no instance type that fits")
             }
             Fail::HostPorts => "the pod's host ports are already in use".to_string(),
+            Fail::Blocked => match &prov.blocked {
+                Some(Blocked::Deleting) => {
+                    format!("provisioner {name} is being deleted; it launches no new nodes")
+                }
+                Some(Blocked::OverLimit {
+                    resource,
+                    used,
+                    limit,
+                }) => format!(
+                    "provisioner {name} already uses {} {resource} (status.resources), over its \
+                     limit of {}; it launches nothing until usage drops below the limit",
+                    crate::api::quantity::format_milli(resource, *used),
+                    crate::api::quantity::format_milli(resource, *limit)
+                ),
+                None => format!("provisioner {name} launches no new nodes"),
+            },
             Fail::Pinned => format!(
                 "no instance type of provisioner {name} is offered in the topology domain the pod needs"
             ),
-            Fail::Topology(g) => {
-                let g = &self.groups[*g];
+            Fail::Topology(gi) => {
+                let g = &self.groups[*gi];
                 let key = &g.term.key;
-                let mut counts: Vec<String> = ctx
-                    .universe
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter(|d| eff.reqs.allows(key, d) || key == labels::HOSTNAME)
-                    .map(|d| format!("{d}={}", g.count(d)))
-                    .collect();
-                if key == labels::HOSTNAME {
-                    counts.clear();
+                let spread = matches!(g.term.kind, TermKind::Spread { .. }) && !g.inverse;
+                let mut counts: Vec<String> = Vec::new();
+                if spread && key != labels::HOSTNAME {
+                    let domains = self.spread_domains(ctx, info, class, &eff, *gi);
+                    counts = domains
+                        .iter()
+                        .map(|d| format!("{d}={}", g.count(d)))
+                        .collect();
+                    if let Some(m) = g.term.min_domains.filter(|m| (domains.len() as u32) < *m) {
+                        counts.push(format!(
+                            "({} domain(s), fewer than minDomains {m}: global minimum 0)",
+                            domains.len()
+                        ));
+                    }
                 }
                 let what = if g.inverse {
                     format!("{} of an existing pod", g.term.describe())
@@ -251,6 +274,28 @@ fn explain_resources(ctx: &Ctx<'_>, prov: &Prov, reqs: &Requirements, req: &[i64
     let compat: Vec<usize> = (0..prov.types.len())
         .filter(|&o| ctx.types[prov.types[o]].compatible(&combined))
         .collect();
+    // Types on which the DaemonSets alone do not fit take no pod at all.
+    let ds_short = |o: usize| prov.alloc[o].iter().position(|a| *a < 0);
+    if !compat.is_empty() && compat.iter().all(|&o| ds_short(o).is_some()) {
+        let o = compat.iter().copied().max_by_key(|&o| {
+            (
+                prov.alloc_raw[o].iter().sum::<i64>(),
+                std::cmp::Reverse(ctx.types[prov.types[o]].name.as_str()),
+            )
+        });
+        if let Some((o, r)) = o.and_then(|o| ds_short(o).map(|r| (o, r))) {
+            let rn = &ctx.res_names[r];
+            let fmt = |v: i64| crate::api::quantity::format_milli(rn, v);
+            let raw = prov.alloc_raw[o][r];
+            return format!(
+                "the daemonsets of provisioner {name} do not fit on any instance type that fits \
+                 the pod: they request {} {rn} and {} has {} allocatable",
+                fmt(raw - prov.alloc[o][r]),
+                ctx.types[prov.types[o]].name,
+                fmt(raw)
+            );
+        }
+    }
     for (r, &want) in req.iter().enumerate() {
         if want == 0 {
             continue;

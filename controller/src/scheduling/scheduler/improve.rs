@@ -43,7 +43,7 @@ impl State {
         let prov = &ctx.provs[node.prov];
         node.options
             .iter()
-            .map(|&o| Self::option_price(ctx.types[prov.types[o]], &node.reqs, &ct).0)
+            .map(|&o| Self::option_price(&ctx.types[prov.types[o]], &node.reqs, &ct).0)
             .min_by(f64::total_cmp)
             .unwrap_or(f64::MAX)
     }
@@ -241,7 +241,7 @@ impl State {
             let mut caps: Vec<f64> = prov
                 .types
                 .iter()
-                .map(|&t| Self::option_price(ctx.types[t], &prov.reqs, &ct).0)
+                .map(|&t| Self::option_price(&ctx.types[t], &prov.reqs, &ct).0)
                 .filter(|p| *p < current)
                 .collect();
             caps.sort_by(|a, b| b.total_cmp(a));
@@ -290,7 +290,7 @@ impl State {
         let prov = &ctx.provs[prov_i];
         let allowed: Vec<usize> = (0..prov.types.len())
             .filter(|&o| {
-                let t = ctx.types[prov.types[o]];
+                let t: &InstanceType = &ctx.types[prov.types[o]];
                 let ct = if prov
                     .reqs
                     .allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT)

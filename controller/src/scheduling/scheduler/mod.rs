@@ -2,6 +2,8 @@
 //! per provisioner (by weight), with topology, relaxation of preferences, provisioner limits,
 //! and a price-improvement pass.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -142,9 +144,24 @@ struct Prov {
     /// Price order key per type (cheapest allowed offering), f64::MAX when none.
     limits: Option<Res>,
     existing_used: Res,
+    /// Why the provisioner launches nothing this round, if it does not.
+    blocked: Option<Blocked>,
     has_prefer_no_schedule: bool,
     /// Label keys defined by the provisioner's instance types.
     type_label_keys: BTreeSet<String>,
+}
+
+/// Why a provisioner launches no new node this round.
+#[derive(Debug, Clone, PartialEq)]
+enum Blocked {
+    /// `metadata.deletionTimestamp` is set.
+    Deleting,
+    /// `status.resources` already exceeds `spec.limits` (Karpenter's rule: launch nothing).
+    OverLimit {
+        resource: String,
+        used: i64,
+        limit: i64,
+    },
 }
 
 struct Group {
@@ -175,7 +192,8 @@ struct Ctx<'a> {
     options: &'a SchedulerOptions,
     res_names: Vec<String>,
     res_index: HashMap<String, usize>,
-    types: Vec<&'a InstanceType>,
+    /// Instance types; a type lacking a label other types define gets `DoesNotExist` for it.
+    types: Vec<Cow<'a, InstanceType>>,
     provs: Vec<Prov>,
     /// Provisioner indices by weight desc, then name.
     order: Vec<usize>,
@@ -183,7 +201,12 @@ struct Ctx<'a> {
     pod_class: Vec<usize>,
     universe: HashMap<String, BTreeSet<String>>,
     groups_init: Vec<Group>,
-    existing: &'a [ExistingNode],
+    /// Existing nodes that may receive pods (owned, not being deleted, with known capacity).
+    existing_states: Vec<NodeState>,
+    /// Labels (with hostname) and taints of every existing node, for topology domains.
+    node_domains: Vec<(BTreeMap<String, String>, Vec<Taint>)>,
+    /// What the round assumed or left out, in words (copied into the Decision's notes).
+    notes: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -218,6 +241,8 @@ enum Fail {
     Topology(usize),
     /// No option is offered in the topology domain the node was pinned to.
     Pinned,
+    /// The provisioner launches nothing this round.
+    Blocked,
 }
 
 /// How a node changes when a pod is added.
@@ -268,6 +293,8 @@ struct State {
     unschedulable: Vec<(usize, Vec<(usize, Fail)>)>,
     relaxed: Vec<(usize, Vec<String>)>,
     new_count: usize,
+    /// Spread domains per (pod shape, term, relaxation) hash.
+    domain_cache: RefCell<HashMap<u64, Rc<Vec<String>>>>,
 }
 
 fn dense(list: &ResourceList, index: &HashMap<String, usize>, n: usize) -> Res {
@@ -280,11 +307,22 @@ fn dense(list: &ResourceList, index: &HashMap<String, usize>, n: usize) -> Res {
     v
 }
 
+/// kube-scheduler's fit on an existing node: only resources the pod requests are checked.
 fn fits(used: &[i64], req: &[i64], alloc: &[i64]) -> bool {
     used.iter()
         .zip(req)
         .zip(alloc)
         .all(|((u, r), a)| *r == 0 || u + r <= *a)
+}
+
+/// Fit on a new node whose allocatable is already net of its DaemonSets: every resource is
+/// checked, so a type on which the DaemonSets alone do not fit (negative allocatable) takes
+/// no pod, whatever the pod requests.
+fn fits_all(used: &[i64], req: &[i64], alloc: &[i64]) -> bool {
+    used.iter()
+        .zip(req)
+        .zip(alloc)
+        .all(|((u, r), a)| u + r <= *a)
 }
 
 fn daemonset_pod(ds: &DaemonSet) -> Pod {

@@ -8,68 +8,7 @@ use super::*;
 impl State {
     pub(super) fn new(ctx: &Ctx<'_>) -> Result<Self, SchedulingError> {
         let n = ctx.res_names.len();
-        let mut nodes = Vec::new();
-        for (i, e) in ctx.existing.iter().enumerate() {
-            let name = existing_name(e, i);
-            let node_labels = normalized_labels(&e.node);
-            let status = e.node.status.as_ref();
-            let alloc = resources::parse_list(
-                status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
-            )
-            .map_err(|source| SchedulingError::Node {
-                node: name.clone(),
-                source,
-            })?;
-            let mut used = vec![0; n];
-            let mut ports = Vec::new();
-            for p in &e.pods {
-                if let Ok(info) = PodInfo::from_pod(p) {
-                    let d = dense(&info.requests, &ctx.res_index, n);
-                    for (x, y) in used.iter_mut().zip(&d) {
-                        *x += y;
-                    }
-                    ports.extend(info.host_ports.iter().cloned());
-                }
-            }
-            let mut avail = dense(&alloc, &ctx.res_index, n);
-            if !alloc.contains_key(resources::PODS) {
-                avail[ctx.res_index[resources::PODS]] = 110_000;
-            }
-            let taints = e
-                .node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.as_ref())
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| Taint {
-                            key: t.key.clone(),
-                            value: t.value.clone(),
-                            effect: t.effect.clone(),
-                            time_added: None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut labels_h = node_labels.clone();
-            labels_h
-                .entry(labels::HOSTNAME.to_string())
-                .or_insert_with(|| name.clone());
-            nodes.push(NodeState {
-                existing: Some(i),
-                prov: usize::MAX,
-                reqs: Requirements::from_labels(&labels_h),
-                name,
-                labels: labels_h,
-                taints,
-                options: Vec::new(),
-                used,
-                avail,
-                pods: Vec::new(),
-                ports,
-                limit_max: Vec::new(),
-            });
-        }
+        let nodes = ctx.existing_states.clone();
         Ok(State {
             nodes,
             groups: ctx
@@ -88,6 +27,7 @@ impl State {
             unschedulable: Vec::new(),
             relaxed: Vec::new(),
             new_count: 0,
+            domain_cache: RefCell::new(HashMap::new()),
         })
     }
 
@@ -234,7 +174,7 @@ impl State {
             | Fail::NoInstanceType
             | Fail::Resources
             | Fail::HostPorts => true,
-            Fail::Limits | Fail::Pinned => false,
+            Fail::Limits | Fail::Pinned | Fail::Blocked => false,
             Fail::Topology(g) => {
                 let g = &self.groups[*g];
                 g.inverse
@@ -313,6 +253,10 @@ impl State {
         }
         let mut fails = Vec::new();
         for &pi in &ctx.order {
+            if ctx.provs[pi].blocked.is_some() {
+                fails.push((pi, Fail::Blocked));
+                continue;
+            }
             let cm = compat[pi]
                 .get_or_insert_with(|| Rc::new(class_compat(ctx, pi, &eff.reqs)))
                 .clone();
@@ -430,7 +374,7 @@ impl State {
                 }
             }
             any_compat = true;
-            if fits(&node.used, req, &prov.alloc[o]) {
+            if fits_all(&node.used, req, &prov.alloc[o]) {
                 options.push(o);
             }
         }
@@ -521,6 +465,12 @@ impl State {
         for (gi, inverse) in checks {
             let g = &self.groups[gi];
             let key = g.term.key.as_str();
+            let spread_min = match g.term.kind {
+                TermKind::Spread { .. } if !inverse && key != labels::HOSTNAME => {
+                    self.spread_min(ctx, info, class, eff, gi)
+                }
+                _ => 0,
+            };
             let allowed = |d: &str| -> bool {
                 let n = g.count(d);
                 if inverse {
@@ -535,16 +485,7 @@ impl State {
                         if key == labels::HOSTNAME {
                             return n < max_skew;
                         }
-                        let min = ctx
-                            .universe
-                            .get(key)
-                            .into_iter()
-                            .flatten()
-                            .filter(|d| eff.reqs.allows(key, d))
-                            .map(|d| g.count(d))
-                            .min()
-                            .unwrap_or(0);
-                        n < min + max_skew
+                        n < spread_min + max_skew
                     }
                 }
             };
@@ -606,6 +547,116 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// The domains a pod's spread term is spread over, as kube-scheduler sees them: those a
+    /// provisioner the pod can use offers (its taints tolerated, its requirements compatible
+    /// with the pod's node selector and required affinity, an instance type left), and those of
+    /// existing nodes (any owner) that pass the term's `nodeAffinityPolicy` (default Honor) and
+    /// `nodeTaintsPolicy` (default Ignore). Cached per pod shape, term and relaxation.
+    pub(super) fn spread_domains(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        gi: usize,
+    ) -> Rc<Vec<String>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (ctx.classes[class].cache, gi, &eff.reqs, eff.tolerate_prefer).hash(&mut h);
+        let id = h.finish();
+        if let Some(d) = self.domain_cache.borrow().get(&id) {
+            return d.clone();
+        }
+        let term = &self.groups[gi].term;
+        let key = term.key.as_str();
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for prov in &ctx.provs {
+            if prov.blocked.is_some()
+                || check_taints(&prov.taints, info, eff.tolerate_prefer).is_err()
+                || prov
+                    .reqs
+                    .compatible_with(&eff.reqs, |k| prov.type_label_keys.contains(k))
+                    .is_err()
+            {
+                continue;
+            }
+            let combined = prov.reqs.intersection(&eff.reqs);
+            for &t in &prov.types {
+                let it: &InstanceType = &ctx.types[t];
+                if !it.compatible(&combined) {
+                    continue;
+                }
+                if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+                    for o in &it.offerings {
+                        if o.available
+                            && crate::scheduling::instance_type::offering_allowed(o, &combined)
+                        {
+                            let d = if key == labels::ZONE {
+                                &o.zone
+                            } else {
+                                &o.capacity_type
+                            };
+                            out.insert(d.clone());
+                        }
+                    }
+                    continue;
+                }
+                match it.labels.get(key) {
+                    Some(v) => {
+                        if combined.allows(key, v) {
+                            out.insert(v.clone());
+                        }
+                    }
+                    None => {
+                        if let Some(set) = combined.get(key).filter(|s| !s.complement) {
+                            out.extend(set.values.iter().cloned());
+                        }
+                    }
+                }
+            }
+        }
+        for (node_labels, taints) in &ctx.node_domains {
+            let Some(d) = node_labels.get(key) else {
+                continue;
+            };
+            if !term.ignore_node_affinity && !eff.reqs.matches_labels(node_labels) {
+                continue;
+            }
+            if term.honor_node_taints
+                && taints
+                    .iter()
+                    .any(|t| t.effect != "PreferNoSchedule" && !info.tolerates(t))
+            {
+                continue;
+            }
+            out.insert(d.clone());
+        }
+        let v = Rc::new(out.into_iter().collect::<Vec<_>>());
+        self.domain_cache.borrow_mut().insert(id, v.clone());
+        v
+    }
+
+    /// The global minimum of a spread term: the smallest count over its domains, or 0 when
+    /// there are fewer domains than `minDomains`.
+    pub(super) fn spread_min(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &PodInfo,
+        class: usize,
+        eff: &Effective,
+        gi: usize,
+    ) -> u32 {
+        let domains = self.spread_domains(ctx, info, class, eff, gi);
+        let g = &self.groups[gi];
+        if g.term
+            .min_domains
+            .is_some_and(|m| (domains.len() as u32) < m)
+        {
+            return 0;
+        }
+        domains.iter().map(|d| g.count(d)).min().unwrap_or(0)
     }
 
     pub(super) fn commit(
