@@ -71,7 +71,11 @@ pub fn binary(name: &str) -> Result<PathBuf, E2eError> {
     // An explicit folder of our binaries (e.g. copies kept apart from a shared target dir).
     if let Some(dir) = std::env::var_os("KARPENTER_E2E_BIN_DIR") {
         let path = PathBuf::from(dir).join(name);
-        return if path.is_file() { Ok(path) } else { Err(E2eError::MissingBinary(path)) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(E2eError::MissingBinary(path))
+        };
     }
     let exe = std::env::current_exe().map_err(io("locate the test executable"))?;
     // target/<profile>/deps/<test> -> target/<profile>/<name>
