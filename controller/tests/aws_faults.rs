@@ -5,8 +5,8 @@
 
 mod support_moto;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,15 @@ struct FaultyApi {
     fleets: Mutex<Vec<FleetRequest>>,
     /// How many CreateFleet calls reached moto.
     launched_calls: AtomicU32,
+    /// Per capacity type: an error code every override of that capacity type answers with
+    /// (only overrides of the given instance type when one is set; the error then names it).
+    refuse: Mutex<HashMap<String, (String, Option<String>)>>,
+    /// Spot prices DescribeSpotPriceHistory answers with instead of moto's.
+    spot_prices: Mutex<Option<Vec<SpotPrice>>>,
+    /// Every launch template is answered as missing (deleted again as soon as it is created).
+    templates_vanish: AtomicBool,
+    /// What EC2 remembers per client token: the request (its token blanked) and the answer.
+    tokens: Mutex<HashMap<String, (FleetRequest, FleetResponse)>>,
 }
 
 impl FaultyApi {
@@ -50,6 +59,10 @@ impl FaultyApi {
             fleet_error: Mutex::default(),
             fleets: Mutex::default(),
             launched_calls: AtomicU32::new(0),
+            tokens: Mutex::default(),
+            refuse: Mutex::default(),
+            spot_prices: Mutex::default(),
+            templates_vanish: AtomicBool::new(false),
         }
     }
 
@@ -57,6 +70,83 @@ impl FaultyApi {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    /// One CreateFleet as EC2 answers a new client token, with the injected faults.
+    async fn create_fleet_once(&self, request: &FleetRequest) -> Result<FleetResponse, ApiError> {
+        if let Some(e) = self.fail_with.lock().unwrap().take() {
+            return Err(e);
+        }
+        // EC2 refuses the whole call when a named launch template does not exist.
+        for c in &request.configs {
+            let found = self
+                .inner
+                .find_launch_template(&c.launch_template_name)
+                .await?;
+            if found.is_none() || self.templates_vanish.load(Ordering::SeqCst) {
+                return Err(ApiError::new(
+                    "InvalidLaunchTemplateName.NotFoundException",
+                    &format!(
+                        "The specified launch template, with template name {}, does not exist.",
+                        c.launch_template_name
+                    ),
+                ));
+            }
+        }
+        if let Some(e) = self.fleet_error.lock().unwrap().take() {
+            return Ok(FleetResponse {
+                instances: vec![],
+                errors: vec![e],
+            });
+        }
+        let out = self.out_of_capacity.lock().unwrap().clone();
+        let refused = self
+            .refuse
+            .lock()
+            .unwrap()
+            .get(&request.capacity_type)
+            .cloned();
+        let mut errors = Vec::new();
+        let mut passed = request.clone();
+        for c in &mut passed.configs {
+            c.overrides.retain(|o| {
+                if let Some((code, only)) = &refused {
+                    if only.as_ref().is_none_or(|t| t == &o.instance_type) {
+                        errors.push(FleetError {
+                            instance_type: only.clone(),
+                            subnet_id: only.as_ref().map(|_| o.subnet_id.clone()),
+                            code: code.clone(),
+                            message: format!("{code} for {}", request.capacity_type),
+                        });
+                        return false;
+                    }
+                }
+                let ice = out.contains(&o.instance_type);
+                if ice {
+                    errors.push(FleetError {
+                        instance_type: Some(o.instance_type.clone()),
+                        subnet_id: Some(o.subnet_id.clone()),
+                        code: "InsufficientInstanceCapacity".into(),
+                        message: format!(
+                            "We currently do not have sufficient {} capacity",
+                            o.instance_type
+                        ),
+                    });
+                }
+                !ice
+            });
+        }
+        passed.configs.retain(|c| !c.overrides.is_empty());
+        if passed.configs.is_empty() {
+            return Ok(FleetResponse {
+                instances: vec![],
+                errors,
+            });
+        }
+        self.launched_calls.fetch_add(1, Ordering::SeqCst);
+        let mut response = self.inner.create_fleet(&passed).await?;
+        response.errors.extend(errors);
+        Ok(response)
     }
 
     fn throttled() -> ApiError {
@@ -88,6 +178,9 @@ impl Ec2Api for FaultyApi {
     }
 
     async fn describe_spot_price_history(&self) -> Result<Vec<SpotPrice>, ApiError> {
+        if let Some(p) = self.spot_prices.lock().unwrap().clone() {
+            return Ok(p);
+        }
         self.inner.describe_spot_price_history().await
     }
 
@@ -112,51 +205,33 @@ impl Ec2Api for FaultyApi {
         if Self::take(&self.throttle) {
             return Err(Self::throttled());
         }
-        if let Some(e) = self.fail_with.lock().unwrap().take() {
-            return Err(e);
+        // EC2's client-token idempotency: the same token with the same parameters replays the
+        // first answer; with other parameters it is refused.
+        let params = FleetRequest {
+            client_token: String::new(),
+            ..request.clone()
+        };
+        if let Some((first, answer)) = self.tokens.lock().unwrap().get(&request.client_token) {
+            if first != &params {
+                return Err(ApiError::new(
+                    "IdempotentParameterMismatch",
+                    "The client token you have provided is associated with a resource that is already deleted or has different parameters.",
+                ));
+            }
+            return Ok(answer.clone());
         }
-        if let Some(e) = self.fleet_error.lock().unwrap().take() {
-            return Ok(FleetResponse {
-                instances: vec![],
-                errors: vec![e],
-            });
+        let answer = self.create_fleet_once(request).await;
+        if let Ok(a) = &answer {
+            self.tokens
+                .lock()
+                .unwrap()
+                .insert(request.client_token.clone(), (params, a.clone()));
         }
-        let out = self.out_of_capacity.lock().unwrap().clone();
-        let mut errors = Vec::new();
-        let mut passed = request.clone();
-        for c in &mut passed.configs {
-            c.overrides.retain(|o| {
-                let ice = out.contains(&o.instance_type);
-                if ice {
-                    errors.push(FleetError {
-                        instance_type: Some(o.instance_type.clone()),
-                        subnet_id: Some(o.subnet_id.clone()),
-                        code: "InsufficientInstanceCapacity".into(),
-                        message: format!(
-                            "We currently do not have sufficient {} capacity",
-                            o.instance_type
-                        ),
-                    });
-                }
-                !ice
-            });
-        }
-        passed.configs.retain(|c| !c.overrides.is_empty());
-        if passed.configs.is_empty() {
-            return Ok(FleetResponse {
-                instances: vec![],
-                errors,
-            });
-        }
-        self.launched_calls.fetch_add(1, Ordering::SeqCst);
-        let mut response = self.inner.create_fleet(&passed).await?;
         if Self::take(&self.lose_response) {
             return Err(ApiError::new("", "connection reset by peer"));
         }
-        response.errors.extend(errors);
-        Ok(response)
+        answer
     }
-
     async fn describe_instances(
         &self,
         filters: Vec<Filter>,
@@ -293,6 +368,266 @@ fn spot_falls_back_to_on_demand_when_spot_is_out_of_capacity() {
 }
 
 #[test]
+fn a_spot_quota_error_falls_back_to_on_demand_and_marks_every_spot_offering() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        cloud
+            .api()
+            .refuse
+            .lock()
+            .unwrap()
+            .insert("spot".into(), ("MaxSpotInstanceCountExceeded".into(), None));
+        let p = provisioner("default", AwsProvider::default());
+        let mut r = request(&p, "node-1", &["m5.large", "m5.xlarge"]);
+        r.capacity_types.insert("spot".into());
+        let i = cloud.create(&r).await.unwrap();
+        assert_eq!(i.capacity_type, "on-demand");
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let cts: Vec<&str> = fleets.iter().map(|f| f.capacity_type.as_str()).collect();
+        assert_eq!(cts, ["spot", "on-demand"]);
+        for t in ["m5.large", "m5.xlarge"] {
+            for zone in ["us-east-1a", "us-east-1b"] {
+                assert!(cloud.unavailable().is_unavailable(t, zone, "spot"));
+                assert!(!cloud.unavailable().is_unavailable(t, zone, "on-demand"));
+            }
+        }
+    });
+}
+
+#[test]
+fn unsupported_and_vcpu_limit_errors_fall_back_to_the_next_types() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        // A type EC2 does not offer there: the next type launches in the same call.
+        cloud.api().refuse.lock().unwrap().insert(
+            "on-demand".into(),
+            ("Unsupported".into(), Some("m5.large".into())),
+        );
+        let i = cloud
+            .create(&request(&p, "node-1", &["m5.large", "m5.xlarge"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "m5.xlarge");
+        assert!(cloud
+            .unavailable()
+            .is_unavailable("m5.large", "us-east-1a", "on-demand"));
+        assert!(!cloud
+            .unavailable()
+            .is_unavailable("m5.xlarge", "us-east-1a", "on-demand"));
+        // The vCPU quota for the type of the next launch, named per override.
+        cloud.api().refuse.lock().unwrap().insert(
+            "on-demand".into(),
+            ("VcpuLimitExceeded".into(), Some("m5.xlarge".into())),
+        );
+        let i = cloud
+            .create(&request(&p, "node-2", &["m5.xlarge", "c5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "c5.large");
+        // A quota error for the whole call: nothing is left, and the error says why.
+        cloud.api().refuse.lock().unwrap().clear();
+        *cloud.api().fail_with.lock().unwrap() = Some(ApiError::new(
+            "VcpuLimitExceeded",
+            "You have requested more vCPU capacity than your current vCPU limit allows.",
+        ));
+        let err = cloud
+            .create(&request(&p, "node-3", &["t3.medium"]))
+            .await
+            .unwrap_err();
+        match &err {
+            CloudError::InsufficientCapacity { detail, .. } => {
+                assert!(detail.contains("VcpuLimitExceeded"), "{detail}")
+            }
+            other => panic!("unexpected {other}"),
+        }
+        for zone in ["us-east-1a", "us-east-1b"] {
+            assert!(cloud
+                .unavailable()
+                .is_unavailable("t3.medium", zone, "on-demand"));
+        }
+        assert_eq!(cloud.list().await.unwrap().len(), 2);
+    });
+}
+
+fn types_of(f: &FleetRequest) -> Vec<&str> {
+    let mut v: Vec<&str> = Vec::new();
+    for o in f.configs.iter().flat_map(|c| &c.overrides) {
+        if !v.contains(&o.instance_type.as_str()) {
+            v.push(&o.instance_type);
+        }
+    }
+    v
+}
+
+#[test]
+fn spot_types_dearer_than_the_cheapest_on_demand_one_are_left_out() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let mut prices = Vec::new();
+        for zone in ["us-east-1a", "us-east-1b"] {
+            // m5.large is 0.096 on-demand: m5.xlarge's spot price is above it.
+            for (t, price) in [("m5.large", 0.03), ("m5.xlarge", 0.15)] {
+                prices.push(SpotPrice {
+                    instance_type: t.into(),
+                    zone: zone.into(),
+                    price,
+                });
+            }
+        }
+        *cloud.api().spot_prices.lock().unwrap() = Some(prices);
+        let p = provisioner("default", AwsProvider::default());
+        let mut r = request(&p, "node-1", &["m5.large", "m5.xlarge"]);
+        r.capacity_types.insert("spot".into());
+        cloud.create(&r).await.unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        assert_eq!(fleets[0].capacity_type, "spot");
+        assert_eq!(types_of(&fleets[0]), ["m5.large"]);
+        // Spot alone is not ranked against on-demand: both are offered.
+        r.client_token = "node-2".into();
+        r.capacity_types = ["spot".to_string()].into();
+        cloud.create(&r).await.unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        assert_eq!(types_of(&fleets[1]), ["m5.large", "m5.xlarge"]);
+    });
+}
+
+#[test]
+fn without_a_capacity_type_requirement_the_launch_is_on_demand() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        let mut r = request(&p, "node-1", &["m5.large"]);
+        r.capacity_types.clear();
+        let i = cloud.create(&r).await.unwrap();
+        assert_eq!(i.capacity_type, "on-demand");
+        assert_eq!(
+            cloud.api().fleets.lock().unwrap()[0].capacity_type,
+            "on-demand"
+        );
+    });
+}
+
+#[test]
+fn types_past_the_first_60_are_tried_when_those_are_unavailable() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        // Spot-capable types offered in both zones, in catalog order.
+        let names: Vec<String> = cloud
+            .instance_types(&p)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| {
+                t.offerings
+                    .iter()
+                    .filter(|o| o.capacity_type == "spot" && o.available)
+                    .count()
+                    == 2
+            })
+            .map(|t| t.name)
+            .take(70)
+            .collect();
+        assert_eq!(names.len(), 70, "moto offers enough types");
+        for n in &names[..60] {
+            for zone in ["us-east-1a", "us-east-1b"] {
+                cloud.unavailable().mark(n, zone, "spot");
+            }
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut r = request(&p, "node-1", &refs);
+        r.capacity_types = ["spot".to_string()].into();
+        cloud.create(&r).await.unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let mut sent = types_of(&fleets[0]);
+        sent.sort_unstable();
+        let mut rest: Vec<&str> = refs[60..].to_vec();
+        rest.sort_unstable();
+        assert_eq!(sent, rest);
+        // And never more than 60 types in one call.
+        let all: Vec<String> = cloud
+            .instance_types(&p)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut r = request(&p, "node-2", &all_refs);
+        r.capacity_types = ["spot".to_string()].into();
+        cloud.create(&r).await.unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        assert!(all.len() > 60);
+        assert_eq!(types_of(&fleets[1]).len(), 60);
+    });
+}
+
+#[test]
+fn a_deleted_launch_template_is_recreated_once() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap();
+        let lt = cloud.api().fleets.lock().unwrap()[0].configs[0]
+            .launch_template_name
+            .clone();
+        // Someone deletes it (a clean-up script, the console): the cached ID is stale.
+        cloud
+            .api()
+            .inner_api()
+            .ec2()
+            .delete_launch_template()
+            .launch_template_name(&lt)
+            .send()
+            .await
+            .unwrap();
+        let i = cloud
+            .create(&request(&p, "node-2", &["m5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "m5.large");
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        assert_eq!(fleets.len(), 3, "refused once, then launched");
+        assert_eq!(fleets[2].configs[0].launch_template_name, lt);
+        assert!(cloud
+            .api()
+            .inner_api()
+            .find_launch_template(&lt)
+            .await
+            .unwrap()
+            .is_some());
+        // A template that keeps vanishing is recreated once, then the error surfaces.
+        cloud.api().templates_vanish.store(true, Ordering::SeqCst);
+        let err = cloud
+            .create(&request(&p, "node-3", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some("InvalidLaunchTemplateName.NotFoundException"),
+            "{err}"
+        );
+        assert_eq!(cloud.api().fleets.lock().unwrap().len(), 5);
+    });
+}
+
+#[test]
 fn the_provider_context_is_sent_with_create_fleet() {
     let m = moto();
     let (_, cloud) = cloud(&m);
@@ -362,7 +697,63 @@ fn overrides_keep_the_cheapest_first_order_and_zonal_subnets() {
             fleet.configs[1].launch_template_name
         );
         assert_eq!(fleet.tags["karpenter.sh/client-token"], "node-1");
-        assert_eq!(fleet.client_token, "node-1-0");
+        assert!(
+            fleet.client_token.starts_with("node-1-"),
+            "{}",
+            fleet.client_token
+        );
+        assert!(fleet.client_token.len() <= 64);
+    });
+}
+
+#[test]
+fn a_launch_retried_with_other_overrides_sends_another_client_token() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        cloud
+            .api()
+            .out_of_capacity
+            .lock()
+            .unwrap()
+            .insert("m5.large".into());
+        let err = cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CloudError::InsufficientCapacity { .. }),
+            "{err}"
+        );
+        // The same node again with more types: EC2 would refuse the first token with these
+        // overrides for a day, so the node would never launch.
+        let i = cloud
+            .create(&request(&p, "node-1", &["m5.large", "m5.xlarge"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "m5.xlarge");
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        assert_eq!(fleets.len(), 2);
+        assert_ne!(fleets[0].client_token, fleets[1].client_token);
+        for f in &fleets {
+            assert!(f.client_token.starts_with("node-1-"), "{}", f.client_token);
+            assert_eq!(f.tags["karpenter.sh/client-token"], "node-1");
+        }
+        // The wrapper answers as EC2 does: a used token with other parameters is refused...
+        let reused = FleetRequest {
+            client_token: fleets[0].client_token.clone(),
+            ..fleets[1].clone()
+        };
+        let err = cloud.api().create_fleet(&reused).await.unwrap_err();
+        assert_eq!(err.code, "IdempotentParameterMismatch");
+        // ...and the same parameters replay the first answer without launching again.
+        let calls = cloud.api().launched_calls.load(Ordering::SeqCst);
+        let replay = cloud.api().create_fleet(&fleets[1]).await.unwrap();
+        assert_eq!(replay.instances[0].id, i.id);
+        assert_eq!(cloud.api().launched_calls.load(Ordering::SeqCst), calls);
+        assert_eq!(cloud.list().await.unwrap().len(), 1);
     });
 }
 

@@ -296,6 +296,18 @@ fn creates_on_demand_with_tags_and_reuses_launch_templates() {
             user_data.contains("--node-labels=karpenter.sh/provisioner-name=default"),
             "{user_data}"
         );
+        // Defaults: IMDSv2 required with hop limit 2, an encrypted gp3 root volume of 20 GiB.
+        let imds = data.metadata_options().unwrap();
+        assert_eq!(imds.http_tokens().map(|t| t.as_str()), Some("required"));
+        assert_eq!(imds.http_put_response_hop_limit(), Some(2));
+        let root = &data.block_device_mappings()[0];
+        assert_eq!(root.device_name(), Some("/dev/xvda"));
+        let ebs = root.ebs().unwrap();
+        assert_eq!(ebs.volume_size(), Some(20));
+        assert_eq!(ebs.encrypted(), Some(true));
+        assert_eq!(ebs.volume_type().map(|t| t.as_str()), Some("gp3"));
+        // Instances carry the managed-by tag.
+        assert_eq!(i.tags["karpenter.sh/managed-by"], "demo");
     });
 }
 
@@ -471,6 +483,80 @@ fn terminates_owned_instances_and_refuses_untagged() {
         cloud.delete("i-0000000000000dead").await.unwrap();
         assert!(cloud.list().await.unwrap().is_empty());
         assert_ne!(after.state, InstanceState::Running);
+    });
+}
+
+#[test]
+fn a_node_group_instance_with_only_the_cluster_tag_is_never_listed_or_terminated() {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let m = moto();
+    let cloud = cloud(&m, None);
+    block_on(async {
+        let fx = fixture(cloud.api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        let ours = cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(ours.tags["karpenter.sh/managed-by"], CLUSTER);
+        // What an EKS managed node group launches: the cluster tag, no provisioner tag.
+        let node_group = cloud
+            .api()
+            .ec2()
+            .run_instances()
+            .image_id(&fx.ami)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&fx.subnets[0])
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(
+                        Tag::builder()
+                            .key(format!("kubernetes.io/cluster/{CLUSTER}"))
+                            .value("owned")
+                            .build(),
+                    )
+                    .tags(
+                        Tag::builder()
+                            .key("eks:nodegroup-name")
+                            .value("system")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .instances()[0]
+            .instance_id()
+            .unwrap()
+            .to_string();
+        let listed: Vec<String> = cloud
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(listed, std::slice::from_ref(&ours.id));
+        assert_eq!(cloud.get(&node_group).await.unwrap(), None);
+        let err = cloud.delete(&node_group).await.unwrap_err();
+        assert!(matches!(err, CloudError::NotOwned { .. }), "{err}");
+        let state = cloud
+            .api()
+            .ec2()
+            .describe_instances()
+            .instance_ids(&node_group)
+            .send()
+            .await
+            .unwrap()
+            .reservations()[0]
+            .instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string());
+        assert_eq!(state.as_deref(), Some("running"), "node group untouched");
     });
 }
 

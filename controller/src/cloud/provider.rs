@@ -28,6 +28,8 @@ pub const UNAVAILABLE_OFFERING_TTL: Duration = Duration::from_secs(180);
 
 /// Tag key naming the provisioner that launched an instance.
 pub const PROVISIONER_TAG: &str = "karpenter.sh/provisioner-name";
+/// Tag key naming the cluster whose Karpenter launched an instance (value: the cluster name).
+pub const MANAGED_BY_TAG: &str = "karpenter.sh/managed-by";
 /// Tag key carrying the launch's client token (one node, one instance).
 pub const CLIENT_TOKEN_TAG: &str = "karpenter.sh/client-token";
 
@@ -56,7 +58,7 @@ pub trait CloudProvider: Send + Sync {
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
 
     /// Terminates an instance we own; an already-terminated instance is success, an instance
-    /// without our cluster tag is refused with [`CloudError::NotOwned`].
+    /// without our cluster and provisioner tags is refused with [`CloudError::NotOwned`].
     fn delete(&self, instance_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
 
     /// One instance we own, `None` when it does not exist or is not ours.
@@ -255,6 +257,14 @@ pub enum CloudError {
         /// Why.
         message: String,
     },
+    /// A controller setting is missing or invalid.
+    #[error("controller setting {field}: {message}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// The provisioner's AWS settings cannot be resolved.
     #[error("provisioner {provisioner}: {message}")]
     InvalidProvider {
@@ -263,7 +273,8 @@ pub enum CloudError {
         /// What is wrong.
         message: String,
     },
-    /// The instance does not carry our cluster tag; it is never touched.
+    /// The instance lacks our cluster tag or a provisioner tag (e.g. an EKS node group
+    /// instance); it is never touched.
     #[error("instance {instance_id} is not owned by cluster {cluster}; refusing to touch it")]
     NotOwned {
         /// The instance.
@@ -298,6 +309,7 @@ impl CloudError {
                 | Self::UnknownAmiFamily { .. }
                 | Self::AmiNotFound { .. }
                 | Self::InvalidProvider { .. }
+                | Self::InvalidConfig { .. }
         )
     }
 }

@@ -24,14 +24,28 @@ pub const RETRYABLE_CODES: &[&str] = &[
     "RequestTimeout",
 ];
 
-/// Fleet error codes that mean an offering is out of capacity.
+/// Error codes that mean an offering cannot be launched now (capacity, quota, or a type not
+/// offered in a zone): the offering is marked unavailable and the launch falls back to the next
+/// types, zones or capacity type. They come per override from CreateFleet, or for the whole call.
 pub const CAPACITY_ERROR_CODES: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
     "UnfulfillableCapacity",
     "MaxSpotInstanceCountExceeded",
+    "VcpuLimitExceeded",
+    "InstanceLimitExceeded",
+    "Unsupported",
     "InsufficientFreeAddressesInSubnet",
 ];
+
+/// Capacity codes that are account-wide quotas of a capacity type: every offering of that
+/// capacity type in the request is marked, whatever override the error names.
+pub const QUOTA_ERROR_CODES: &[&str] = &["MaxSpotInstanceCountExceeded"];
+
+/// Whether an AWS error code is one of [`CAPACITY_ERROR_CODES`].
+pub fn is_capacity_code(code: &str) -> bool {
+    CAPACITY_ERROR_CODES.contains(&code)
+}
 
 /// An error from one API call: the AWS error code (empty when the request got no answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +249,18 @@ pub struct FleetError {
 impl FleetError {
     /// Whether the error means the offering is out of capacity.
     pub fn is_capacity_error(&self) -> bool {
-        CAPACITY_ERROR_CODES.contains(&self.code.as_str())
+        is_capacity_code(&self.code)
+    }
+
+    /// Whether the error concerns an override: it names no type or subnet, names the same
+    /// ones, or is an account-wide quota ([`QUOTA_ERROR_CODES`]).
+    pub fn covers(&self, o: &FleetOverride) -> bool {
+        QUOTA_ERROR_CODES.contains(&self.code.as_str())
+            || (self
+                .instance_type
+                .as_ref()
+                .is_none_or(|t| t == &o.instance_type)
+                && self.subnet_id.as_ref().is_none_or(|s| s == &o.subnet_id))
     }
 }
 

@@ -9,7 +9,9 @@ use crate::api::AwsProvider;
 use crate::cloud::catalog::{builtin_us_east_1, Architecture, AwsInstanceTypeInfo};
 use crate::cloud::provider::{describe_selector, lock, CloudError};
 
-use super::api::{Ec2Api, Filter, InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, Subnet};
+use super::api::{
+    Ec2Api, Filter, FleetRequest, InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, Subnet,
+};
 use super::user_data::{ami_parameter, SUPPORTED_AMI_FAMILIES};
 use super::{AwsCloud, Cached, DISCOVERY_TAG, IDS_SELECTOR_KEY};
 
@@ -242,6 +244,15 @@ impl<A: Ec2Api> AwsCloud<A> {
             },
         );
         Ok(value)
+    }
+
+    /// Drops the templates a fleet request named from the cache: they are looked up (and
+    /// created) again on the next use.
+    pub fn forget_launch_templates(&self, fleet: &FleetRequest) {
+        let mut caches = lock(&self.caches);
+        for c in &fleet.configs {
+            caches.launch_templates.remove(&c.launch_template_name);
+        }
     }
 
     /// Finds or creates the launch template for a spec; its name carries the content hash.

@@ -37,7 +37,7 @@ use crate::cloud::catalog::{Architecture, AwsInstanceTypeInfo};
 use crate::cloud::instance_types::{aws_instance_type, AwsCatalogOptions};
 use crate::cloud::provider::{
     cluster_tag_key, lock, Clock, CloudError, CloudProvider, Instance, NodeRequest,
-    UnavailableOfferings, CLIENT_TOKEN_TAG, PROVISIONER_TAG,
+    UnavailableOfferings, CLIENT_TOKEN_TAG, MANAGED_BY_TAG, PROVISIONER_TAG,
 };
 use crate::scheduling::InstanceType;
 
@@ -101,6 +101,38 @@ impl AwsConfig {
             max_backoff: Duration::from_secs(5),
             max_launch_rounds: 3,
         }
+    }
+
+    /// Checks what every node needs to join: an empty endpoint or CA bundle would boot
+    /// instances that never join the cluster (and are billed).
+    pub fn validate(&self) -> Result<(), CloudError> {
+        if self.cluster_name.trim().is_empty() {
+            return Err(CloudError::InvalidConfig {
+                field: "clusterName",
+                message: "is empty; set the EKS cluster name".into(),
+            });
+        }
+        if !self.cluster_endpoint.starts_with("https://") {
+            return Err(CloudError::InvalidConfig {
+                field: "clusterEndpoint",
+                message: format!(
+                    "{:?} is not an https:// URL; set the cluster's API server endpoint (aws eks describe-cluster --query cluster.endpoint)",
+                    self.cluster_endpoint
+                ),
+            });
+        }
+        let ca = self.cluster_ca_bundle.trim();
+        if ca.is_empty()
+            || base64::engine::general_purpose::STANDARD
+                .decode(ca)
+                .is_err()
+        {
+            return Err(CloudError::InvalidConfig {
+                field: "clusterCABundle",
+                message: "is empty or not base64; set the cluster's CA bundle (aws eks describe-cluster --query cluster.certificateAuthority.data)".into(),
+            });
+        }
+        Ok(())
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -260,8 +292,14 @@ impl<A: Ec2Api> AwsCloud<A> {
                 })?;
         let user_data = base64::engine::general_purpose::STANDARD.encode(user_data);
         let sg_ids: Vec<String> = security_groups.iter().map(|g| g.id.clone()).collect();
-        let metadata = format!("{:?}", provider.metadata_options);
-        let devices = format!("{:?}", provider.block_device_mappings);
+        let metadata_options = metadata_options_with_defaults(provider.metadata_options.as_ref());
+        let block_device_mappings = if provider.block_device_mappings.is_empty() {
+            default_block_devices(family)
+        } else {
+            provider.block_device_mappings.clone()
+        };
+        let metadata = format!("{metadata_options:?}");
+        let devices = format!("{block_device_mappings:?}");
         let hash = fnv1a(&[
             &image_id,
             instance_profile,
@@ -273,23 +311,26 @@ impl<A: Ec2Api> AwsCloud<A> {
         let mut tags = BTreeMap::new();
         tags.insert(cluster_tag_key(&self.config.cluster_name), "owned".into());
         Ok(LaunchTemplateSpec {
-            name: format!("karpenter.k8s.aws/{}/{hash:016x}", self.config.cluster_name),
+            name: launch_template_name(&self.config.cluster_name, hash),
             image_id,
             instance_profile: instance_profile.to_string(),
             security_group_ids: sg_ids,
             user_data,
-            metadata_options: provider.metadata_options.clone(),
-            block_device_mappings: provider.block_device_mappings.clone(),
+            metadata_options: Some(metadata_options),
+            block_device_mappings,
             tags,
         })
     }
 
+    /// Filters for our instances: the cluster tag alone is not enough (EKS node groups and
+    /// self-managed nodes carry it too); a provisioner tag must be there as well.
     fn owned_filters(&self) -> Vec<Filter> {
         vec![
             Filter::new(
                 &format!("tag:{}", cluster_tag_key(&self.config.cluster_name)),
                 &["owned"],
             ),
+            Filter::new("tag-key", &[PROVISIONER_TAG]),
             Filter::new(
                 "instance-state-name",
                 &["pending", "running", "stopping", "stopped"],
@@ -297,11 +338,17 @@ impl<A: Ec2Api> AwsCloud<A> {
         ]
     }
 
+    /// Whether an instance is ours: `kubernetes.io/cluster/<name>=owned` and a
+    /// `karpenter.sh/provisioner-name` tag.
     fn owns(&self, instance: &Instance) -> bool {
         instance
             .tags
             .get(&cluster_tag_key(&self.config.cluster_name))
             .is_some_and(|v| v == "owned")
+            && instance
+                .tags
+                .get(PROVISIONER_TAG)
+                .is_some_and(|v| !v.is_empty())
     }
 
     /// Our live instance launched with a client token, if any.
@@ -340,11 +387,18 @@ impl<A: Ec2Api> AwsCloud<A> {
     }
 
     /// The capacity type and overrides per architecture for what is still available.
+    ///
+    /// Types are filtered to those with an available offering (allowed zone, offered there,
+    /// not marked unavailable) before the list is cut to [`MAX_INSTANCE_TYPES`], so types
+    /// past the first 60 are tried when those are out. Without a capacity-type requirement the
+    /// launch is on-demand; spot is tried before on-demand when both are allowed, leaving out
+    /// spot types dearer than the cheapest on-demand option of the request.
     fn plan(
         &self,
         request: &NodeRequest,
         infos: &[AwsInstanceTypeInfo],
         subnets: &[Subnet],
+        spot: &HashMap<(String, String), f64>,
     ) -> Option<(String, ArchOverrides)> {
         // One subnet per zone: the one with the most free addresses.
         let mut zonal: BTreeMap<&str, &Subnet> = BTreeMap::new();
@@ -358,31 +412,73 @@ impl<A: Ec2Api> AwsCloud<A> {
             .instance_types
             .iter()
             .filter_map(|n| infos.iter().find(|i| &i.name == n))
-            .take(MAX_INSTANCE_TYPES)
             .collect();
-        let overrides = |ct: &str| {
+        // The zonal subnets where a type can be launched with a capacity type now.
+        let usable = |info: &AwsInstanceTypeInfo, ct: &str| -> Vec<(&str, &Subnet)> {
+            if !info.supported_usage_classes.iter().any(|u| u == ct)
+                || (ct == CAPACITY_TYPE_ON_DEMAND && info.on_demand_price.is_none())
+            {
+                return vec![];
+            }
+            zonal
+                .iter()
+                .filter(|(zone, _)| {
+                    request.allows_zone(zone)
+                        && info.zones.iter().any(|z| z == *zone)
+                        && !self.unavailable.is_unavailable(&info.name, zone, ct)
+                })
+                .map(|(z, s)| (*z, *s))
+                .collect()
+        };
+        let capacity_types: Vec<&str> = if request.capacity_types.is_empty() {
+            vec![CAPACITY_TYPE_ON_DEMAND]
+        } else {
+            [CAPACITY_TYPE_SPOT, CAPACITY_TYPE_ON_DEMAND]
+                .into_iter()
+                .filter(|ct| request.allows_capacity_type(ct))
+                .collect()
+        };
+        let cheapest_on_demand = if capacity_types.contains(&CAPACITY_TYPE_ON_DEMAND) {
+            options
+                .iter()
+                .filter(|i| !usable(i, CAPACITY_TYPE_ON_DEMAND).is_empty())
+                .filter_map(|i| i.on_demand_price)
+                .min_by(f64::total_cmp)
+        } else {
+            None
+        };
+        for ct in capacity_types {
             let mut by_arch: ArchOverrides = Vec::new();
+            let mut kept = 0;
             for info in &options {
-                if !info.supported_usage_classes.iter().any(|u| u == ct) {
+                if kept == MAX_INSTANCE_TYPES {
+                    break;
+                }
+                let zones = usable(info, ct);
+                if zones.is_empty() {
                     continue;
                 }
-                if ct == CAPACITY_TYPE_ON_DEMAND && info.on_demand_price.is_none() {
-                    continue;
-                }
-                for (zone, subnet) in &zonal {
-                    if !request.allows_zone(zone)
-                        || !info.zones.iter().any(|z| z == zone)
-                        || self.unavailable.is_unavailable(&info.name, zone, ct)
-                    {
-                        continue;
-                    }
-                    let i = match by_arch.iter().position(|(a, _)| *a == info.architecture) {
-                        Some(i) => i,
-                        None => {
-                            by_arch.push((info.architecture, Vec::new()));
-                            by_arch.len() - 1
+                if ct == CAPACITY_TYPE_SPOT {
+                    let cheapest_spot = zones
+                        .iter()
+                        .filter_map(|(z, _)| spot.get(&(info.name.clone(), z.to_string())))
+                        .copied()
+                        .min_by(f64::total_cmp);
+                    if let (Some(s), Some(o)) = (cheapest_spot, cheapest_on_demand) {
+                        if s > o {
+                            continue;
                         }
-                    };
+                    }
+                }
+                kept += 1;
+                let i = match by_arch.iter().position(|(a, _)| *a == info.architecture) {
+                    Some(i) => i,
+                    None => {
+                        by_arch.push((info.architecture, Vec::new()));
+                        by_arch.len() - 1
+                    }
+                };
+                for (zone, subnet) in zones {
                     by_arch[i].1.push(FleetOverride {
                         instance_type: info.name.clone(),
                         subnet_id: subnet.id.clone(),
@@ -390,15 +486,8 @@ impl<A: Ec2Api> AwsCloud<A> {
                     });
                 }
             }
-            by_arch
-        };
-        for ct in [CAPACITY_TYPE_SPOT, CAPACITY_TYPE_ON_DEMAND] {
-            if !request.allows_capacity_type(ct) {
-                continue;
-            }
-            let o = overrides(ct);
-            if !o.is_empty() {
-                return Some((ct.to_string(), o));
+            if !by_arch.is_empty() {
+                return Some((ct.to_string(), by_arch));
             }
         }
         None
@@ -442,9 +531,83 @@ impl<A: Ec2Api> AwsCloud<A> {
     }
 }
 
-/// The client token for one launch round, within CreateFleet's 64 characters.
-fn round_token(token: &str, round: u32) -> String {
-    let suffix = format!("-{round}");
+/// IMDS settings of a new launch template: what the provider sets, and for the rest IMDSv2
+/// required with a hop limit of 2 (so pods on the node network can reach it), IPv6 off.
+fn metadata_options_with_defaults(
+    given: Option<&crate::api::aws::MetadataOptions>,
+) -> crate::api::aws::MetadataOptions {
+    let g = given.cloned().unwrap_or_default();
+    crate::api::aws::MetadataOptions {
+        http_endpoint: g.http_endpoint.or_else(|| Some("enabled".into())),
+        http_protocol_ipv6: g.http_protocol_ipv6.or_else(|| Some("disabled".into())),
+        http_put_response_hop_limit: g.http_put_response_hop_limit.or(Some(2)),
+        http_tokens: g.http_tokens.or_else(|| Some("required".into())),
+    }
+}
+
+/// Root volumes of a new launch template when the provider sets none: an encrypted gp3
+/// volume of 20 GiB (Bottlerocket: a 4 GiB OS volume and a 20 GiB data volume).
+fn default_block_devices(family: &str) -> Vec<crate::api::aws::BlockDeviceMapping> {
+    let volume = |device: &str, size: &str| crate::api::aws::BlockDeviceMapping {
+        device_name: Some(device.into()),
+        ebs: Some(crate::api::aws::BlockDevice {
+            delete_on_termination: Some(true),
+            encrypted: Some(true),
+            volume_size: Some(size.into()),
+            volume_type: Some("gp3".into()),
+            ..Default::default()
+        }),
+    };
+    match family {
+        "Bottlerocket" => vec![volume("/dev/xvda", "4Gi"), volume("/dev/xvdb", "20Gi")],
+        "Ubuntu" => vec![volume("/dev/sda1", "20Gi")],
+        _ => vec![volume("/dev/xvda", "20Gi")],
+    }
+}
+
+/// Longest launch template name EC2 accepts.
+pub const MAX_LAUNCH_TEMPLATE_NAME: usize = 128;
+
+/// The name of our launch template of a content hash: `karpenter.k8s.aws/<cluster>/<hash>`,
+/// the cluster name shortened (with a hash of it, so names stay distinct) when the whole would
+/// pass EC2's 128 characters.
+fn launch_template_name(cluster: &str, hash: u64) -> String {
+    const PREFIX: &str = "karpenter.k8s.aws/";
+    let room = MAX_LAUNCH_TEMPLATE_NAME - PREFIX.len() - 1 - 16;
+    let cluster = if cluster.len() <= room {
+        cluster.to_string()
+    } else {
+        let mut keep = room - 17;
+        while !cluster.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        format!("{}-{:016x}", &cluster[..keep], fnv1a(&[cluster]))
+    };
+    format!("{PREFIX}{cluster}/{hash:016x}")
+}
+
+/// Whether an error code says a launch template does not exist.
+fn is_template_not_found(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("InvalidLaunchTemplateName.NotFoundException" | "InvalidLaunchTemplateId.NotFound")
+    )
+}
+
+/// The CreateFleet client token of one request: the node's token and a hash of everything else
+/// the request carries, within CreateFleet's 64 characters.
+///
+/// EC2 remembers a token with its parameters for at least a day, and answers the same token with
+/// other parameters with `IdempotentParameterMismatch`: a launch that is retried with other
+/// overrides (after capacity errors, a restart, a changed catalog) must send another token. The
+/// same request sends the same token, so a retried call whose answer was lost is replayed by EC2;
+/// across calls the client-token tag lookup is the guard against a second instance.
+fn fleet_token(token: &str, request: &FleetRequest) -> String {
+    let params = format!(
+        "{}|{:?}|{:?}|{:?}",
+        request.capacity_type, request.configs, request.tags, request.context
+    );
+    let suffix = format!("-{:016x}", fnv1a(&[&params]));
     let keep = 64 - suffix.len();
     let base: String = if token.len() > keep {
         format!("{:016x}", fnv1a(&[token]))
@@ -485,6 +648,7 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
     }
 
     async fn create(&self, request: &NodeRequest) -> Result<Instance, CloudError> {
+        self.config.validate()?;
         let name = request
             .provisioner
             .metadata
@@ -533,10 +697,23 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
         tags.insert(PROVISIONER_TAG.into(), name.clone());
         tags.insert(cluster_tag_key(&self.config.cluster_name), "owned".into());
         tags.insert(CLIENT_TOKEN_TAG.into(), request.client_token.clone());
+        tags.insert(MANAGED_BY_TAG.into(), self.config.cluster_name.clone());
+        // Spot prices only rank spot against on-demand: without them nothing is left out.
+        let spot = if !request.capacity_types.is_empty()
+            && request.allows_capacity_type(CAPACITY_TYPE_SPOT)
+        {
+            self.spot_prices().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "spot prices unknown; no spot type is left out by price");
+                Arc::default()
+            })
+        } else {
+            Arc::default()
+        };
         let mut errors: Vec<String> = Vec::new();
         let mut tried: BTreeSet<String> = BTreeSet::new();
-        for round in 0..self.config.max_launch_rounds.max(1) {
-            let Some((capacity_type, mut by_arch)) = self.plan(request, &infos, &subnets) else {
+        for _ in 0..self.config.max_launch_rounds.max(1) {
+            let Some((capacity_type, mut by_arch)) = self.plan(request, &infos, &subnets, &spot)
+            else {
                 break;
             };
             if provider.launch_template.is_some() {
@@ -544,51 +721,85 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                 let all: Vec<FleetOverride> = by_arch.drain(..).flat_map(|(_, o)| o).collect();
                 by_arch.push((Architecture::Amd64, all));
             }
-            let mut configs = Vec::new();
-            for (arch, overrides) in by_arch {
-                tried.extend(overrides.iter().map(|o| o.instance_type.clone()));
-                let template = match &provider.launch_template {
-                    Some(t) => t.clone(),
-                    None => {
-                        let ami = self.ami(&family, arch).await?;
-                        let spec = self.launch_template_spec(
-                            &provider,
-                            &family,
-                            ami,
-                            &instance_profile,
-                            &security_groups,
-                            request,
-                        )?;
-                        self.ensure_launch_template(&spec).await?;
-                        spec.name
-                    }
+            // A template of ours deleted behind our back is recreated once.
+            let own_templates = provider.launch_template.is_none();
+            let mut recreated = false;
+            let (fleet, response) = loop {
+                let mut configs = Vec::new();
+                for (arch, overrides) in by_arch.iter().cloned() {
+                    tried.extend(overrides.iter().map(|o| o.instance_type.clone()));
+                    let template = match &provider.launch_template {
+                        Some(t) => t.clone(),
+                        None => {
+                            let ami = self.ami(&family, arch).await?;
+                            let spec = self.launch_template_spec(
+                                &provider,
+                                &family,
+                                ami,
+                                &instance_profile,
+                                &security_groups,
+                                request,
+                            )?;
+                            self.ensure_launch_template(&spec).await?;
+                            spec.name
+                        }
+                    };
+                    configs.push(FleetConfig {
+                        launch_template_name: template,
+                        overrides,
+                    });
+                }
+                let mut fleet = FleetRequest {
+                    client_token: String::new(),
+                    capacity_type: capacity_type.clone(),
+                    configs,
+                    tags: tags.clone(),
+                    context: provider.context.clone(),
                 };
-                configs.push(FleetConfig {
-                    launch_template_name: template,
-                    overrides,
-                });
-            }
-            let fleet = FleetRequest {
-                client_token: round_token(&request.client_token, round),
-                capacity_type: capacity_type.clone(),
-                configs,
-                tags: tags.clone(),
-                context: provider.context.clone(),
-            };
-            let response = match self.create_fleet(&fleet, &request.client_token).await? {
-                Ok(r) => r,
-                Err(existing) => return Ok(existing),
-            };
-            let zone_of = |subnet: &Option<String>| {
-                subnet
-                    .as_ref()
-                    .and_then(|s| subnets.iter().find(|x| &x.id == s))
-                    .map(|s| s.zone.clone())
+                fleet.client_token = fleet_token(&request.client_token, &fleet);
+                let response = match self.create_fleet(&fleet, &request.client_token).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(existing)) => return Ok(existing),
+                    // A capacity or quota error for the whole call concerns every override.
+                    Err(CloudError::Api { code, message, .. }) if api::is_capacity_code(&code) => {
+                        FleetResponse {
+                            instances: vec![],
+                            errors: vec![api::FleetError {
+                                instance_type: None,
+                                subnet_id: None,
+                                code,
+                                message,
+                            }],
+                        }
+                    }
+                    Err(e) if !recreated && own_templates && is_template_not_found(e.code()) => {
+                        recreated = true;
+                        self.forget_launch_templates(&fleet);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if !recreated
+                    && own_templates
+                    && response.instances.is_empty()
+                    && response
+                        .errors
+                        .iter()
+                        .any(|e| is_template_not_found(Some(&e.code)))
+                {
+                    recreated = true;
+                    self.forget_launch_templates(&fleet);
+                    continue;
+                }
+                break (fleet, response);
             };
             for e in &response.errors {
                 if e.is_capacity_error() {
-                    if let (Some(t), Some(z)) = (&e.instance_type, zone_of(&e.subnet_id)) {
-                        self.unavailable.mark(t, &z, &capacity_type);
+                    for o in fleet.configs.iter().flat_map(|c| &c.overrides) {
+                        if e.covers(o) {
+                            self.unavailable
+                                .mark(&o.instance_type, &o.zone, &capacity_type);
+                        }
                     }
                 }
                 errors.push(format!("{}: {}", e.code, e.message));
@@ -726,6 +937,27 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_endpoint_or_ca_bundle_is_a_configuration_error() {
+        let mut c = AwsConfig::new("demo");
+        let err = c.validate().unwrap_err();
+        assert!(err.is_configuration());
+        assert!(err.to_string().contains("clusterEndpoint"), "{err}");
+        c.cluster_endpoint = "https://ABC.gr7.us-east-1.eks.amazonaws.com".into();
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("clusterCABundle"), "{err}");
+        c.cluster_ca_bundle = "not base64!".into();
+        assert!(c.validate().is_err());
+        c.cluster_ca_bundle = "Q0EK".into();
+        c.validate().unwrap();
+        c.cluster_name = " ".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("clusterName"));
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap() {
         let c = AwsConfig::new("demo");
         assert_eq!(c.backoff(0), Duration::from_millis(200));
@@ -733,11 +965,106 @@ mod tests {
         assert_eq!(c.backoff(10), Duration::from_secs(5));
     }
 
+    fn fleet(capacity_type: &str, types: &[&str]) -> FleetRequest {
+        FleetRequest {
+            client_token: String::new(),
+            capacity_type: capacity_type.into(),
+            configs: vec![FleetConfig {
+                launch_template_name: "lt".into(),
+                overrides: types
+                    .iter()
+                    .map(|t| FleetOverride {
+                        instance_type: t.to_string(),
+                        subnet_id: "subnet-1".into(),
+                        zone: "us-east-1a".into(),
+                    })
+                    .collect(),
+            }],
+            tags: BTreeMap::new(),
+            context: None,
+        }
+    }
+
     #[test]
-    fn round_tokens_fit_create_fleet() {
-        assert_eq!(round_token("node-1", 0), "node-1-0");
+    fn new_templates_default_to_imdsv2_and_an_encrypted_gp3_root_volume() {
+        let m = metadata_options_with_defaults(None);
+        assert_eq!(m.http_tokens.as_deref(), Some("required"));
+        assert_eq!(m.http_put_response_hop_limit, Some(2));
+        assert_eq!(m.http_endpoint.as_deref(), Some("enabled"));
+        // What the template says wins, field by field.
+        let given = crate::api::aws::MetadataOptions {
+            http_tokens: Some("optional".into()),
+            ..Default::default()
+        };
+        let m = metadata_options_with_defaults(Some(&given));
+        assert_eq!(m.http_tokens.as_deref(), Some("optional"));
+        assert_eq!(m.http_put_response_hop_limit, Some(2));
+        let al2 = default_block_devices("AL2");
+        assert_eq!(al2.len(), 1);
+        assert_eq!(al2[0].device_name.as_deref(), Some("/dev/xvda"));
+        let ebs = al2[0].ebs.as_ref().unwrap();
+        assert_eq!(ebs.encrypted, Some(true));
+        assert_eq!(ebs.volume_type.as_deref(), Some("gp3"));
+        assert_eq!(
+            ebs.volume_size.as_ref().unwrap().milli().unwrap(),
+            (20_i64 << 30) * 1000
+        );
+        let br = default_block_devices("Bottlerocket");
+        assert_eq!(br[1].device_name.as_deref(), Some("/dev/xvdb"));
+    }
+
+    #[test]
+    fn launch_template_names_fit_ec2_for_any_cluster_name() {
+        assert_eq!(
+            launch_template_name("demo", 0xab),
+            "karpenter.k8s.aws/demo/00000000000000ab"
+        );
+        // EKS allows cluster names of up to 100 characters.
+        let a = format!("{}a", "c".repeat(99));
+        let b = format!("{}b", "c".repeat(99));
+        let (na, nb) = (launch_template_name(&a, 1), launch_template_name(&b, 1));
+        assert!(na.len() <= MAX_LAUNCH_TEMPLATE_NAME, "{} {na}", na.len());
+        assert_ne!(na, nb, "shortened names stay distinct");
+        assert_eq!(na, launch_template_name(&a, 1));
+        for n in 1..=100 {
+            let name = launch_template_name(&"é".repeat(n), 7);
+            assert!(name.len() <= MAX_LAUNCH_TEMPLATE_NAME, "{n}: {name}");
+        }
+        let longest_kept = "x".repeat(93);
+        assert!(launch_template_name(&longest_kept, 1).contains(&longest_kept));
+    }
+
+    #[test]
+    fn fleet_tokens_follow_the_request_parameters_and_fit_create_fleet() {
+        let a = fleet("on-demand", &["m5.large", "m5.xlarge"]);
+        let t = fleet_token("node-1", &a);
+        assert!(t.starts_with("node-1-"), "{t}");
+        assert_eq!(
+            t,
+            fleet_token("node-1", &a.clone()),
+            "same request, same token"
+        );
+        // Fewer overrides (after a capacity error), another capacity type, another context,
+        // another node: each is another token.
+        let others = [
+            fleet_token("node-1", &fleet("on-demand", &["m5.xlarge"])),
+            fleet_token("node-1", &fleet("spot", &["m5.large", "m5.xlarge"])),
+            fleet_token(
+                "node-1",
+                &FleetRequest {
+                    context: Some("c-1".into()),
+                    ..a.clone()
+                },
+            ),
+            fleet_token("node-2", &a),
+        ];
+        for o in &others {
+            assert_ne!(o, &t);
+        }
         let long = "x".repeat(100);
-        assert!(round_token(&long, 2).len() <= 64);
-        assert_eq!(round_token(&long, 2), round_token(&long, 2));
+        let t = fleet_token(&long, &a);
+        assert!(t.len() <= 64, "{t}");
+        assert_eq!(t, fleet_token(&long, &a));
+        assert_ne!(t, fleet_token(&"y".repeat(100), &a));
     }
 }

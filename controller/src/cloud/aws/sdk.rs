@@ -17,6 +17,9 @@ use super::api::{
     InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
 };
 
+/// The spot product Karpenter's instances run as (Linux in a VPC).
+pub const SPOT_PRODUCT: &str = "Linux/UNIX (Amazon VPC)";
+
 /// Where the SDK clients connect and how they authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdkSettings {
@@ -390,11 +393,14 @@ impl Ec2Api for SdkApi {
     async fn describe_spot_price_history(&self) -> Result<Vec<SpotPrice>, ApiError> {
         let mut latest: HashMap<(String, String), (i64, f64)> = HashMap::new();
         let mut token = None;
+        // StartTime now: the current price of each (type, zone), not 90 days of history.
+        let now = aws_sdk_ec2::primitives::DateTime::from(std::time::SystemTime::now());
         loop {
             let page = self
                 .ec2
                 .describe_spot_price_history()
-                .product_descriptions("Linux/UNIX")
+                .product_descriptions(SPOT_PRODUCT)
+                .start_time(now)
                 .set_next_token(token)
                 .send()
                 .await

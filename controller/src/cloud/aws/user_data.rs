@@ -24,6 +24,48 @@ pub struct Bootstrap<'a> {
     pub taints: &'a [Taint],
 }
 
+/// Labels in the `kubernetes.io` and `k8s.io` namespaces the kubelet may set on its own Node.
+const KUBELET_ALLOWED_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+];
+
+/// Whether the kubelet accepts a label in `--node-labels`: it refuses the
+/// `node-restriction.kubernetes.io/` prefix and every other `kubernetes.io`/`k8s.io` label
+/// outside its allow-list and the `kubelet.kubernetes.io/` and `node.kubernetes.io/` prefixes
+/// (and would not start). Those labels are left to the controller, on the Node object.
+pub fn kubelet_may_set(key: &str) -> bool {
+    let Some((domain, _)) = key.split_once('/') else {
+        return true;
+    };
+    let restricted = |d: &str| {
+        d == "kubernetes.io"
+            || d == "k8s.io"
+            || d.ends_with(".kubernetes.io")
+            || d.ends_with(".k8s.io")
+    };
+    if !restricted(domain) {
+        return true;
+    }
+    if domain == "node-restriction.kubernetes.io" {
+        return false;
+    }
+    KUBELET_ALLOWED_LABELS.contains(&key)
+        || domain == "kubelet.kubernetes.io"
+        || domain.ends_with(".kubelet.kubernetes.io")
+        || domain == "node.kubernetes.io"
+        || domain.ends_with(".node.kubernetes.io")
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -48,12 +90,13 @@ impl Bootstrap<'_> {
     /// `--kubelet-extra-args` for EKS's `bootstrap.sh`: node labels and taints.
     fn kubelet_extra_args(&self) -> String {
         let mut args = Vec::new();
-        if !self.labels.is_empty() {
-            let labels: Vec<String> = self
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| kubelet_may_set(k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !labels.is_empty() {
             args.push(format!("--node-labels={}", labels.join(",")));
         }
         if !self.taints.is_empty() {
@@ -85,9 +128,14 @@ impl Bootstrap<'_> {
             toml_string(self.ca_bundle),
             toml_string(self.cluster_name),
         );
-        if !self.labels.is_empty() {
+        let labels: Vec<(&String, &String)> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| kubelet_may_set(k))
+            .collect();
+        if !labels.is_empty() {
             s.push_str("\n[settings.kubernetes.node-labels]\n");
-            for (k, v) in self.labels {
+            for (k, v) in labels {
                 s.push_str(&format!("{} = {}\n", toml_string(k), toml_string(v)));
             }
         }
@@ -216,6 +264,47 @@ mod tests {
             "[settings.kubernetes]\napi-server = \"https://example.com\"\ncluster-certificate = \"Q0E=\"\ncluster-name = \"demo\"\n\n[settings.kubernetes.node-labels]\n\"team\" = \"a\"\n\n[settings.kubernetes.node-taints]\n\"gpu\" = [\"true:NoSchedule\", \":NoExecute\"]\n"
         );
         assert_eq!(b.for_family("Windows2019"), None);
+    }
+
+    #[test]
+    fn node_labels_leave_out_what_the_kubelet_refuses_to_set_itself() {
+        let mut labels = BTreeMap::new();
+        for (k, v) in [
+            ("team", "a"),
+            ("karpenter.sh/provisioner-name", "default"),
+            ("node.kubernetes.io/instance-type", "m5.large"),
+            ("topology.kubernetes.io/zone", "us-east-1a"),
+            ("kubelet.kubernetes.io/x", "y"),
+            ("node-restriction.kubernetes.io/team", "a"),
+            ("node-role.kubernetes.io/worker", ""),
+            ("example.k8s.io/x", "y"),
+            ("kubernetes.io/role", "worker"),
+        ] {
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let b = Bootstrap {
+            cluster_name: "demo",
+            cluster_endpoint: "https://example.com",
+            ca_bundle: "Q0E=",
+            labels: &labels,
+            taints: &[],
+        };
+        let ud = b.al2();
+        assert!(ud.contains(
+            "--node-labels=karpenter.sh/provisioner-name=default,kubelet.kubernetes.io/x=y,node.kubernetes.io/instance-type=m5.large,team=a,topology.kubernetes.io/zone=us-east-1a'"
+        ), "{ud}");
+        let toml = b.bottlerocket();
+        for refused in [
+            "node-restriction.kubernetes.io/team",
+            "node-role.kubernetes.io/worker",
+            "example.k8s.io/x",
+            "kubernetes.io/role",
+        ] {
+            assert!(!ud.contains(refused), "{refused} in {ud}");
+            assert!(!toml.contains(refused), "{refused} in {toml}");
+            assert!(!kubelet_may_set(refused));
+        }
+        assert!(toml.contains("\"team\" = \"a\""), "{toml}");
     }
 
     #[test]
