@@ -227,11 +227,6 @@ async fn aws(
     metrics: Arc<Metrics>,
 ) -> Result<(), RunError> {
     use karpenter::cloud::aws::{AwsCloud, AwsConfig, SdkApi, SdkSettings};
-    if args.cluster_endpoint.trim().is_empty() {
-        return Err(RunError::Config(
-            "--cluster-endpoint must be set: nodes need the API server endpoint to join".into(),
-        ));
-    }
     let settings = SdkSettings {
         region: args.region.clone(),
         endpoint_url: args.aws_endpoint.clone(),
@@ -242,6 +237,10 @@ async fn aws(
     aws_config.cluster_endpoint = args.cluster_endpoint.clone();
     aws_config.cluster_ca_bundle = args.cluster_ca_bundle.clone();
     aws_config.default_instance_profile = args.default_instance_profile.clone();
+    // An empty endpoint or CA bundle would boot nodes that never join, and are billed.
+    aws_config
+        .validate()
+        .map_err(|e| RunError::Config(format!("{e} (--cluster-endpoint, --cluster-ca-bundle)")))?;
     let cloud = AwsCloud::new(
         api,
         aws_config,
