@@ -530,43 +530,25 @@ impl ControlPlane {
         let mut cp = cp;
 
         if options.controller_manager {
-            let kc = cp.component_kubeconfig("system:kube-controller-manager", &[])?;
+            let mut args = cp.component_args("system:kube-controller-manager")?;
+            args.extend([
+                format!(
+                    "--service-account-private-key-file={}",
+                    p("sa.key").display()
+                ),
+                format!("--root-ca-file={}", p("ca.crt").display()),
+                s("--use-service-account-credentials=true"),
+                s("--concurrent-deployment-syncs=5"),
+            ]);
             cp.spawn(
                 "kube-controller-manager",
                 &bins.join("kube-controller-manager"),
-                &[
-                    format!("--kubeconfig={}", kc.display()),
-                    format!("--authentication-kubeconfig={}", kc.display()),
-                    format!("--authorization-kubeconfig={}", kc.display()),
-                    format!(
-                        "--service-account-private-key-file={}",
-                        p("sa.key").display()
-                    ),
-                    format!("--root-ca-file={}", p("ca.crt").display()),
-                    s("--use-service-account-credentials=true"),
-                    s("--leader-elect=false"),
-                    s("--bind-address=127.0.0.1"),
-                    format!("--secure-port={}", free_port()?),
-                    s("--concurrent-deployment-syncs=5"),
-                    s("--v=1"),
-                ],
+                &args,
             )?;
         }
         if options.scheduler {
-            let kc = cp.component_kubeconfig("system:kube-scheduler", &[])?;
-            cp.spawn(
-                "kube-scheduler",
-                &bins.join("kube-scheduler"),
-                &[
-                    format!("--kubeconfig={}", kc.display()),
-                    format!("--authentication-kubeconfig={}", kc.display()),
-                    format!("--authorization-kubeconfig={}", kc.display()),
-                    s("--leader-elect=false"),
-                    s("--bind-address=127.0.0.1"),
-                    format!("--secure-port={}", free_port()?),
-                    s("--v=1"),
-                ],
-            )?;
+            let args = cp.component_args("system:kube-scheduler")?;
+            cp.spawn("kube-scheduler", &bins.join("kube-scheduler"), &args)?;
         }
         if options.kwok {
             let stages = repo_root().join("tests/controlplane/kwok-stages.yaml");
@@ -633,6 +615,21 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The flags kube-controller-manager and kube-scheduler share: their own client
+    /// certificate identity, no leader election, serving on a free loopback port.
+    fn component_args(&self, user: &str) -> Result<Vec<String>, E2eError> {
+        let kc = self.component_kubeconfig(user, &[])?.display().to_string();
+        Ok(vec![
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--leader-elect=false".to_string(),
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--secure-port={}", free_port()?),
+            "--v=1".to_string(),
+        ])
+    }
+
     /// Writes a kubeconfig for a component identity (client certificate).
     fn component_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf, E2eError> {
         let (cert_pem, key_pem) = self.pki.client_cert(user, groups)?;
@@ -658,16 +655,7 @@ impl ControlPlane {
             if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok" {
                 return Ok(());
             }
-            let dead: Vec<String> = self
-                .procs
-                .lock()
-                .map(|p| {
-                    p.iter()
-                        .filter(|c| !c.running())
-                        .map(|c| c.name.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let dead = self.dead_components();
             if !dead.is_empty() || Instant::now() > deadline {
                 return Err(E2eError::NotStarted(format!(
                     "kube-apiserver not ready ({}):\n{}",
