@@ -6,8 +6,9 @@
 //! ```no_run
 //! use karpenter_e2e::controlplane::{ControlPlane, Options};
 //! let cp = ControlPlane::shared(Options::default().scheduler().controller_manager());
-//! let ns = cp.namespace("demo");
-//! cp.kubectl_ok(&["-n", &ns.name, "create", "deployment", "web", "--image=pause"]);
+//! let ns = cp.namespace("demo").expect("namespace");
+//! cp.kubectl_ok(&["-n", &ns.name, "create", "deployment", "web", "--image=pause"])
+//!     .expect("kubectl");
 //! ```
 //!
 //! Every child runs under a small supervisor that kills it when this process goes away, however
