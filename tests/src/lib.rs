@@ -92,6 +92,18 @@ pub fn binary(name: &str) -> Result<PathBuf, E2eError> {
     }
 }
 
+/// Every non-empty document of a (multi-document) YAML file, as JSON values.
+pub fn yaml_documents(path: &Path) -> Result<Vec<Value>, E2eError> {
+    let text = std::fs::read_to_string(path).map_err(io(format!("read {}", path.display())))?;
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            serde::Deserialize::deserialize(d)
+                .map_err(|e| E2eError::BadResponse(format!("{}: {e}", path.display())))
+        })
+        .filter(|v: &Result<Value, E2eError>| !matches!(v, Ok(Value::Null)))
+        .collect()
+}
+
 /// Installs the workspace's one rustls crypto provider (aws-lc-rs).
 pub fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

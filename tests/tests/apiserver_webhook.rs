@@ -180,13 +180,7 @@ fn the_guides_provisioner_is_refused_until_fixed() {
 }
 
 fn documents(path: &std::path::Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        })
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    karpenter_e2e::yaml_documents(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The plugin's verdict on every document of `file`: the error field paths, empty when valid.

@@ -32,13 +32,7 @@ fn manifests() -> Vec<std::path::PathBuf> {
 }
 
 fn documents(path: &std::path::Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        })
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    karpenter_e2e::yaml_documents(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn webhook_fields(message: &str) -> BTreeSet<String> {
