@@ -15,6 +15,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT="$ROOT/target/krew"
+COMPLETE=kubectl_complete-karpenter
 MANIFEST="$ROOT/krew-manifest.yaml"
 REQUIRE_ALL=0
 BUILD=1
@@ -64,13 +65,20 @@ for p in "${PLATFORMS[@]}"; do
     if [ "$ext" = zip ]; then
       (cd "$stage" && zip -q "$OUT/$archive" "$exe" LICENSE)
     else
-      tar -C "$stage" -czf "$OUT/$archive" "$exe" LICENSE
+      cp "$ROOT/plugin/$COMPLETE" "$stage/$COMPLETE"
+      tar -C "$stage" -czf "$OUT/$archive" "$exe" LICENSE "$COMPLETE"
     fi
     rm -rf "$stage"
     sha=$(sha256sum "$OUT/$archive" | cut -d' ' -f1)
     echo "built $OUT/$archive ($sha)" >&2
   else
     missing+=("$target")
+  fi
+  shim=""
+  if [ "$ext" != zip ]; then
+    shim="
+        - from: $COMPLETE
+          to: ."
   fi
   entries+="    - selector:
         matchLabels:
@@ -82,14 +90,15 @@ for p in "${PLATFORMS[@]}"; do
         - from: $exe
           to: .
         - from: LICENSE
-          to: .
+          to: .$shim
       bin: $exe
 "
 done
 
 cat >"$MANIFEST" <<EOF
 # krew plugin manifest for \`kubectl karpenter\`, written by .ci/release.sh: it builds one archive
-# per platform (the binary and LICENSE), and fills in each archive's release URL and sha256. A
+# per platform (the binary, LICENSE and, except on Windows, the kubectl_complete-karpenter
+# completion script), and fills in each archive's release URL and sha256. A
 # zero sha256 marks a platform whose archive was not built where this file was written.
 apiVersion: krew.googlecontainertools.github.com/v1alpha2
 kind: Plugin
@@ -98,13 +107,19 @@ metadata:
 spec:
   version: v$VERSION
   homepage: $REPO
-  shortDescription: Validate, explain and simulate Karpenter Provisioners
+  shortDescription: Explain, validate and simulate Karpenter nodes and Provisioners
   description: |
-    Checks karpenter.sh/v1alpha5 Provisioners and AWSNodeTemplates offline with the same
-    defaulting and validation rules as the admission webhook, and points at the exact field
-    and fix for every mistake (misindented YAML, a key with a stray space, unknown operators).
-    Simulates which instance types a set of pods would launch, at what price, using the
-    controller's own packing engine.
+    Explains why a pod is pending (per Provisioner, the first constraint that failed, with
+    both sides' values), why a node exists and when it goes, and what a Provisioner allows,
+    with the controller's own packing engine and rules; shows every node with its usage and
+    price. Checks karpenter.sh/v1alpha5 Provisioners and AWSNodeTemplates offline with the
+    webhook's defaulting and validation, pointing at the exact field and fix for every
+    mistake, and simulates which instance types pods would launch, at what price.
+  caveats: |
+    Completion of "kubectl karpenter <TAB>" (kubectl 1.26+) needs the completion script on
+    PATH:
+      ln -s "\${KREW_ROOT:-\$HOME/.krew}/store/karpenter/v$VERSION/$COMPLETE" \\
+        "\${KREW_ROOT:-\$HOME/.krew}/bin/$COMPLETE"
   platforms:
 $entries
 EOF

@@ -6,6 +6,9 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::completion::{self, CompleteArgs, CompletionArgs};
+use crate::explain::{self, ExplainArgs};
+use crate::nodes::{self, NodesArgs};
 use crate::simulate::{self, SimulateArgs};
 use crate::validate::{self, ValidateArgs};
 use crate::walkthrough::{self, WalkthroughArgs};
@@ -13,11 +16,17 @@ use crate::walkthrough::{self, WalkthroughArgs};
 /// Top-level help text after the commands.
 const AFTER_HELP: &str = "\
 Examples:
+  kubectl karpenter explain pod/inflate-6b88c9fb68-4xk2q
+  kubectl karpenter explain node/ip-192-168-12-34.ec2.internal
+  kubectl karpenter nodes
   kubectl karpenter validate -f provisioner.yaml
   kubectl get provisioners -o yaml | kubectl karpenter validate -f -
-  kubectl karpenter simulate
-  kubectl karpenter simulate -f provisioner.yaml -f deployment.yaml -o json
+  kubectl karpenter simulate -f deployment.yaml
+  kubectl karpenter simulate --offline -f provisioner.yaml -f deployment.yaml -o json
   kubectl karpenter walkthrough
+
+Commands that read a cluster take kubectl's flags (--kubeconfig, --context, --cluster, --user,
+-n/--namespace, -A, --request-timeout) or files with -f (a support bundle) instead.
 
 Run `kubectl karpenter <COMMAND> --help` for a command's flags and examples.";
 
@@ -42,6 +51,29 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum Command {
+    /// Explain a pod (why pending, or why on its node), a node (why it exists, when it goes) or
+    /// a Provisioner (what it allows).
+    #[command(
+        long_about = "Explain, with the controller's own engine and rules, why a pod is pending \
+(per Provisioner in weight order, the first constraint that failed, with both sides' values) or \
+where it went and why; why a node exists (the pods and the Decision that launched it, why this \
+instance type), when it is deleted as empty or expires and what blocks that, or what holds its \
+drain; and what a Provisioner allows after defaulting, how much of its limits is used, and the \
+nodes it owns. Reads the live cluster (kubectl's flags) or files (-f).",
+        after_help = explain::EXAMPLES
+    )]
+    Explain(ExplainArgs),
+
+    /// Show every node with its requested CPU and memory, price, age, Provisioner and state.
+    #[command(
+        long_about = "A per-node view: bars of the CPU and memory that the pods on each node \
+request against its allocatable, instance type, capacity type, zone, price per hour, age, \
+Provisioner and state (cordoned, empty, terminating), and the cluster's total price per hour \
+and per month. Reads the live cluster (kubectl's flags) or files (-f).",
+        after_help = nodes::EXAMPLES
+    )]
+    Nodes(NodesArgs),
+
     /// Check Provisioner and AWSNodeTemplate manifests before applying them.
     #[command(
         long_about = "Check Provisioner and AWSNodeTemplate manifests the way the webhook would: \
@@ -55,11 +87,13 @@ are reported with file, line and column, and a hint when a line is indented wron
 
     /// Show which instances pending pods would launch, at what price, and why pods fit nowhere.
     #[command(
-        long_about = "Pack pending pods onto new instances offline with the controller's own \
-packing engine: existing Nodes (and pods bound to them) first, then new nodes from each \
-Provisioner in weight order, cheapest instance types first. Reads Provisioners, Pods, \
-Deployments (expanded to their replicas), DaemonSets and Nodes. Provisioners are defaulted and \
-validated first, like the webhook does. Without -f, runs the embedded demo.",
+        long_about = "Pack pending pods onto new instances with the controller's own packing \
+engine: existing Nodes (and pods bound to them) first, then new nodes from each Provisioner in \
+weight order, cheapest instance types first. Reads the cluster's pending pods, Nodes, \
+Provisioners and DaemonSets (kubectl's flags) and adds the files given with -f: Provisioners, \
+Pods, Deployments (expanded to their replicas), DaemonSets and Nodes. With --offline, reads \
+only the files; with --offline and no -f, runs the embedded demo. Provisioners are defaulted \
+and validated first, like the webhook does.",
         after_help = simulate::EXAMPLES
     )]
     Simulate(SimulateArgs),
@@ -76,8 +110,16 @@ scenario file instead (timed steps holding ordinary Kubernetes YAML).",
     )]
     Walkthrough(WalkthroughArgs),
 
+    /// Print a shell completion script (bash, zsh or fish).
+    #[command(after_help = completion::EXAMPLES)]
+    Completion(CompletionArgs),
+
     /// Print the plugin's version.
     Version,
+
+    /// Completions for kubectl's plugin completion (`kubectl_complete-karpenter`).
+    #[command(name = "__complete", hide = true)]
+    Complete(CompleteArgs),
 }
 
 /// Output formats, as kubectl's `-o/--output`.

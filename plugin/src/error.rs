@@ -74,6 +74,46 @@ pub enum Error {
     #[error("simulation failed: {0}")]
     Simulate(String),
 
+    /// The kubeconfig could not be read or used.
+    #[error("{what}: {message}")]
+    Kubeconfig {
+        /// What was being done.
+        what: String,
+        /// The underlying problem.
+        message: String,
+    },
+
+    /// The cluster could not be reached or refused a request.
+    #[error("{what}: {message}")]
+    Cluster {
+        /// What was being done.
+        what: String,
+        /// The underlying problem.
+        message: String,
+    },
+
+    /// A file given with `-f` is not valid YAML or JSON.
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The line, when known.
+        line: Option<usize>,
+        /// What is wrong, with a hint.
+        message: String,
+    },
+
+    /// The object to explain does not exist (exit status 1, as kubectl's `NotFound`).
+    #[error("{kind} \"{name}\" not found{where_}")]
+    ObjectNotFound {
+        /// The kind, as kubectl names it (`pods`, `nodes`, `provisioners`).
+        kind: String,
+        /// The name asked for.
+        name: String,
+        /// Where it was looked for (` in namespace "x"`, ` in the files`), or empty.
+        where_: String,
+    },
+
     /// The report could not be serialized as JSON.
     #[error("failed to serialize the report as JSON")]
     Json(#[source] serde_json::Error),

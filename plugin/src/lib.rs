@@ -10,6 +10,10 @@
 //!                                                        report (text or JSON) ──> stdout
 //! ```
 //!
+//! `explain` and `nodes` read the cluster (or a support bundle) through [`source`] into the
+//! controller's own cluster index; [`explain`] re-runs the controller's engine and rules on it,
+//! [`nodes`] shows the per-node view, both with the node facts of [`facts`].
+//!
 //! Start with [`cli::Cli`] (the command line) and [`run`]; `validate` lives in [`validate`],
 //! `simulate` (the packing engine on manifests, or on the embedded demo) in [`simulate`],
 //! `walkthrough` (the controller's lifecycle loops on a scenario, offline) in [`walkthrough`],
@@ -18,11 +22,17 @@
 //! arguments, calls [`run`] and maps the result to an exit code.
 
 pub mod cli;
+pub mod completion;
 pub mod error;
+pub mod explain;
+pub mod facts;
 pub mod indentation;
 pub mod manifest;
+pub mod nodes;
 pub mod report;
 pub mod simulate;
+pub mod source;
+pub mod table;
 pub mod validate;
 pub mod walkthrough;
 
@@ -73,6 +83,10 @@ pub fn run(
         Command::Validate(args) => validate::run(args, stdin, stdout, style),
         Command::Simulate(args) => simulate::run(args, stdin, stdout, style),
         Command::Walkthrough(args) => walkthrough::run(args, stdin, stdout),
+        Command::Explain(args) => explain::run(args, stdin, stdout),
+        Command::Nodes(args) => nodes::run(args, stdin, stdout, style),
+        Command::Completion(args) => completion::run(args, stdout),
+        Command::Complete(args) => completion::complete(args, stdout),
         Command::Version => {
             writeln!(stdout, "kubectl-karpenter {}", env!("CARGO_PKG_VERSION"))
                 .map_err(Error::Write)?;

@@ -6,10 +6,18 @@ use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kubectl_karpenter::{cli::Cli, report::Style, run, EXIT_ERROR};
+use kubectl_karpenter::{cli::Cli, report::Style, run, EXIT_ERROR, EXIT_INVALID};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the process (aws-lc-rs), before any client is built.
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("error: cannot install the TLS crypto provider");
+        return ExitCode::from(EXIT_ERROR);
+    }
     let stdout = io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut out = stdout.lock();
@@ -21,6 +29,10 @@ fn main() -> ExitCode {
         // process killed by SIGPIPE would (128 + 13).
         Err(kubectl_karpenter::Error::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::from(141)
+        }
+        Err(e @ kubectl_karpenter::Error::ObjectNotFound { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INVALID)
         }
         Err(e) => {
             let mut message = format!("error: {e}");

@@ -11,9 +11,6 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use karpenter::cloud::instance_types::{
-    builtin_us_east_1, parse_instance_types, AwsCatalogOptions,
-};
 use karpenter::scheduling::simulate::{simulate, SimulateOptions};
 use karpenter::scheduling::Decision;
 use serde_json::Value;
@@ -21,6 +18,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Content, FilenameArgs, Manifest};
 use crate::report::{Finding, Style, ValidationReport};
+use crate::source::KubeArgs;
 use crate::validate::{check, classify, Target};
 use crate::Status;
 
@@ -34,17 +32,24 @@ pub const DEMO_REPLICAS: i64 = 10;
 /// Examples shown at the end of `simulate --help`.
 pub const EXAMPLES: &str = "\
 Examples:
-  # The embedded demo: the getting-started Provisioner and inflate x10
+  # The cluster's pending pods, and what a new Deployment would add
   kubectl karpenter simulate
+  kubectl karpenter simulate -f deployment.yaml
 
-  # Your Provisioners and workloads, with the built-in AWS us-east-1 catalog
-  kubectl karpenter simulate -f provisioners.yaml -f workloads/
+  # The embedded demo: the getting-started Provisioner and inflate x10
+  kubectl karpenter simulate --offline
+
+  # Your Provisioners and workloads only, with the built-in AWS us-east-1 catalog
+  kubectl karpenter simulate --offline -f provisioners.yaml -f workloads/
 
   # Scale a Deployment first, as `kubectl scale` would
-  kubectl karpenter simulate -f manifests/ --scale deployment/inflate=25
+  kubectl karpenter simulate --offline -f manifests/ --scale deployment/inflate=25
 
   # Your own instance types (see the catalog file format in the README), as JSON
-  kubectl karpenter simulate -f scenario.yaml --instance-types types.yaml -o json
+  kubectl karpenter simulate --offline -f scenario.yaml --instance-types types.yaml -o json
+
+Without --offline, the cluster of the current kubeconfig context (or --context, --kubeconfig)
+is read too: its pending pods, Nodes with their pods, Provisioners and DaemonSets.
 
 Spot prices are not known offline: spot nodes are priced at their on-demand price (shown as
 an upper bound, <=) unless --assume-spot-discount is given.
@@ -98,6 +103,14 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub no_improve: bool,
 
+    /// Read only the files given with -f, not the cluster (with no -f: the embedded demo).
+    #[arg(long)]
+    pub offline: bool,
+
+    /// The cluster whose pending pods, Nodes, Provisioners and DaemonSets are added.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
     /// Output format.
     #[arg(short = 'o', long, value_name = "FORMAT", value_enum, default_value_t = SimulateOutput::Table)]
     pub output: SimulateOutput,
@@ -147,26 +160,21 @@ pub fn run(
         .iter()
         .map(|s| parse_scale(s))
         .collect::<Result<Vec<_>>>()?;
-    if let Some(d) = args.assume_spot_discount {
-        if !(0.0..=0.9).contains(&d) {
-            return Err(Error::Usage(format!(
-                "--assume-spot-discount {d}: use a fraction from 0 to 0.9, e.g. 0.6 for 60 % off"
-            )));
-        }
-    }
-    if args.assume_spot_discount.is_some() && args.instance_types.is_some() {
-        return Err(Error::Usage(
-            "--assume-spot-discount applies to the built-in catalog only; with --instance-types, \
-             give spot offerings their own price in the catalog file"
-                .into(),
-        ));
-    }
-    let demo = args.filenames.is_empty();
+    // Checked before any I/O: a bad flag is a usage error whatever the input.
+    let catalog = crate::facts::catalog(args.instance_types.as_deref(), args.assume_spot_discount)?;
+    let demo = args.offline && args.filenames.is_empty();
+    let live = if args.offline {
+        Vec::new()
+    } else {
+        live_documents(&args.kube)?
+    };
     let manifests = if demo {
         vec![
             Manifest::new("<embedded demo: provisioner.yaml>", DEMO_PROVISIONER),
             Manifest::new("<embedded demo: inflate.yaml>", DEMO_WORKLOAD),
         ]
+    } else if args.filenames.is_empty() {
+        Vec::new()
     } else {
         manifest::load(
             &FilenameArgs {
@@ -202,6 +210,21 @@ pub fn run(
             }
         }
     }
+    for v in live {
+        if matches!(classify(&v), Target::Provisioner) {
+            let d = manifest::Document {
+                file: "<cluster>".into(),
+                index: 0,
+                item: None,
+                content: Content::Value(v.clone()),
+            };
+            let finding = check(&d);
+            if matches!(&finding, Finding::Object(o) if !o.valid) {
+                problems.findings.push(finding);
+            }
+        }
+        docs.push(v);
+    }
     if !problems.findings.is_empty() {
         problems.write_text(stdout, style)?;
         writeln!(
@@ -227,25 +250,6 @@ pub fn run(
         }
     }
 
-    let catalog = match &args.instance_types {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-                path: path.clone(),
-                source,
-            })?;
-            parse_instance_types(&text).map_err(|e| Error::Catalog {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?
-        }
-        None => builtin_us_east_1(&AwsCatalogOptions {
-            assume_spot_discount: args.assume_spot_discount,
-        })
-        .map_err(|e| Error::Catalog {
-            path: "<built-in AWS us-east-1 catalog>".into(),
-            message: e.to_string(),
-        })?,
-    };
     let mut options = SimulateOptions::default();
     options.scheduler.improve = !args.no_improve;
     let decision =
@@ -256,6 +260,31 @@ pub fn run(
     } else {
         Status::Invalid
     })
+}
+
+/// The live cluster's part of a simulation: its Provisioners, Nodes, DaemonSets, the pods
+/// bound to nodes (they fill them) and the pending pods (unbound workload pods).
+fn live_documents(kube: &KubeArgs) -> Result<Vec<Value>> {
+    let (docs, _, _, notes) = crate::source::read_live(kube)?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(docs
+        .into_iter()
+        .filter(|d| match d["kind"].as_str() {
+            Some("Provisioner" | "Node" | "DaemonSet") => true,
+            Some("Pod") => serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(d.clone())
+                .is_ok_and(|p| {
+                    use karpenter::cluster::pods;
+                    let workload = !pods::is_daemonset_pod(&p)
+                        && !pods::is_static_pod(&p)
+                        && !pods::is_deleting(&p)
+                        && !pods::is_terminal(&p);
+                    workload || pods::node_name(&p).is_some() && !pods::is_terminal(&p)
+                }),
+            _ => false,
+        })
+        .collect())
 }
 
 fn write_decision(
@@ -323,6 +352,7 @@ mod tests {
     fn the_embedded_demo_packs_inflate_at_the_best_price() {
         let (status, out) = run_to_string(&SimulateArgs {
             output: SimulateOutput::Json,
+            offline: true,
             ..Default::default()
         });
         assert_eq!(status, Status::Success, "{out}");
@@ -347,6 +377,7 @@ mod tests {
         let (_, out) = run_to_string(&SimulateArgs {
             output: SimulateOutput::Json,
             no_improve: true,
+            offline: true,
             ..Default::default()
         });
         let d: Value = serde_json::from_str(&out).unwrap_or_default();

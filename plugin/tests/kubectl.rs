@@ -101,7 +101,7 @@ fn kubectl_passes_usage_errors_through() {
 
 #[test]
 fn kubectl_karpenter_simulate_runs_the_embedded_demo() {
-    let r = kubectl_karpenter(&["simulate", "-o", "json"], None);
+    let r = kubectl_karpenter(&["simulate", "--offline", "-o", "json"], None);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let d = r.json();
     assert_eq!(d["nodes"].as_array().map(Vec::len), Some(4), "{}", r.stdout);

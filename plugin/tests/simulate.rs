@@ -14,7 +14,7 @@ const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/exampl
 
 #[test]
 fn the_embedded_demo_runs_without_any_input() {
-    let r = plugin(&["simulate"]);
+    let r = plugin(&["simulate", "--offline"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.starts_with("embedded demo:"), "{}", r.stdout);
     assert!(
@@ -35,6 +35,7 @@ fn examples_scaled_like_kubectl_scale_match_the_demo() {
     let inflate = format!("{EXAMPLES}/inflate.yaml");
     let r = plugin(&[
         "simulate",
+        "--offline",
         "-f",
         &provisioner,
         "-f",
@@ -77,6 +78,7 @@ fn examples_scaled_like_kubectl_scale_match_the_demo() {
     // Scaled to zero, nothing launches.
     let r = plugin(&[
         "simulate",
+        "--offline",
         "-f",
         &provisioner,
         "-f",
@@ -93,6 +95,7 @@ fn a_pod_that_fits_nowhere_gets_a_reason_and_exit_1() {
     let provisioner = format!("{EXAMPLES}/provisioner.yaml");
     let r = plugin(&[
         "simulate",
+        "--offline",
         "-f",
         &provisioner,
         "-f",
@@ -112,6 +115,7 @@ fn a_pod_that_fits_nowhere_gets_a_reason_and_exit_1() {
 fn a_user_catalog_replaces_the_aws_one() {
     let r = plugin(&[
         "simulate",
+        "--offline",
         "-f",
         "simulate/small-pods.yaml",
         "--instance-types",
@@ -124,6 +128,7 @@ fn a_user_catalog_replaces_the_aws_one() {
     assert!(!r.stdout.contains("m5."), "{}", r.stdout);
     let r = plugin(&[
         "simulate",
+        "--offline",
         "-f",
         "simulate/small-pods.yaml",
         "--instance-types",
@@ -136,7 +141,14 @@ fn a_user_catalog_replaces_the_aws_one() {
 #[test]
 fn invalid_provisioners_stop_the_simulation_with_the_validate_report() {
     let inflate = format!("{EXAMPLES}/inflate.yaml");
-    let r = plugin(&["simulate", "-f", "guide-indent-fixed.yaml", "-f", &inflate]);
+    let r = plugin(&[
+        "simulate",
+        "--offline",
+        "-f",
+        "guide-indent-fixed.yaml",
+        "-f",
+        &inflate,
+    ]);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("spec.requirements[3].key"),
@@ -144,27 +156,28 @@ fn invalid_provisioners_stop_the_simulation_with_the_validate_report() {
         r.stdout
     );
     assert!(r.stdout.contains("nothing was simulated"), "{}", r.stdout);
-    let r = plugin(&["simulate", "-f", "guide.yaml"]);
+    let r = plugin(&["simulate", "--offline", "-f", "guide.yaml"]);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("guide.yaml:16:4"), "{}", r.stdout);
 }
 
 #[test]
 fn bad_flags_are_usage_errors() {
-    let r = plugin(&["simulate", "--scale", "nosuch=3"]);
+    let r = plugin(&["simulate", "--offline", "--scale", "nosuch=3"]);
     assert_eq!(r.code, Some(2));
     assert!(
         r.stderr.contains("no Deployment of that name"),
         "{}",
         r.stderr
     );
-    let r = plugin(&["simulate", "--scale", "inflate"]);
+    let r = plugin(&["simulate", "--offline", "--scale", "inflate"]);
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("deployment/NAME=N"), "{}", r.stderr);
-    let r = plugin(&["simulate", "--assume-spot-discount", "1.5"]);
+    let r = plugin(&["simulate", "--offline", "--assume-spot-discount", "1.5"]);
     assert_eq!(r.code, Some(2));
     let r = plugin(&[
         "simulate",
+        "--offline",
         "--assume-spot-discount",
         "0.5",
         "--instance-types",
@@ -172,14 +185,21 @@ fn bad_flags_are_usage_errors() {
     ]);
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("built-in catalog only"), "{}", r.stderr);
-    let r = plugin(&["simulate", "-f", "no-such-file.yaml"]);
+    let r = plugin(&["simulate", "--offline", "-f", "no-such-file.yaml"]);
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("no-such-file.yaml"), "{}", r.stderr);
 }
 
 #[test]
 fn an_assumed_spot_discount_is_applied_and_said() {
-    let r = plugin(&["simulate", "--assume-spot-discount", "0.5", "-o", "json"]);
+    let r = plugin(&[
+        "simulate",
+        "--offline",
+        "--assume-spot-discount",
+        "0.5",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let total = r.json()["totalPricePerHour"].as_f64().unwrap_or(0.0);
     assert!((total - 0.336).abs() < 1e-9, "total {total}: {}", r.stdout);

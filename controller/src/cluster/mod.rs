@@ -331,6 +331,26 @@ impl Cluster {
         self.pdbs.values()
     }
 
+    /// Every object of the index as one `v1 List` (Provisioners, AWSNodeTemplates, Nodes,
+    /// DaemonSets, PodDisruptionBudgets, Pods), as `kubectl get ... -o json` prints one; the
+    /// plugin reads it back with `-f`.
+    pub fn to_list(&self) -> serde_json::Value {
+        fn push<T: serde::Serialize>(
+            items: &mut Vec<serde_json::Value>,
+            objects: impl Iterator<Item = T>,
+        ) {
+            items.extend(objects.filter_map(|o| serde_json::to_value(o).ok()));
+        }
+        let mut items = Vec::new();
+        push(&mut items, self.provisioners.values());
+        push(&mut items, self.node_templates.values());
+        push(&mut items, self.nodes.values());
+        push(&mut items, self.daemonsets.values());
+        push(&mut items, self.pdbs.values());
+        push(&mut items, self.pods.values());
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+    }
+
     /// The first budget selecting the pod that allows no disruption now, if any.
     pub fn blocking_pdb(&self, pod: &Pod) -> Option<&PodDisruptionBudget> {
         self.pdbs

@@ -1,6 +1,7 @@
 //! Facts about a Node: ours or not, ready, being deleted, its instance.
 
 use k8s_openapi::api::core::v1::Node;
+use serde::{Deserialize, Serialize};
 
 use crate::api::labels;
 
@@ -73,6 +74,47 @@ pub fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
         .as_ref()
         .and_then(|a| a.get(key))
         .map(String::as_str)
+}
+
+/// The part of the Decision that launched a node, kept on the Node as the
+/// [`DECISION_ANNOTATION`] (JSON) so that `kubectl karpenter explain node/...` can say why the
+/// node exists and why it is this instance type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionSummary {
+    /// The provisioner that launched it.
+    pub provisioner: String,
+    /// The instance type that was launched (empty in annotations written before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_type: String,
+    /// The capacity type that was launched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub capacity_type: String,
+    /// The cheapest instance-type options the launch offered EC2, cheapest first (at most
+    /// [`DecisionSummary::MAX_LISTED`]).
+    pub instance_type_options: Vec<String>,
+    /// How many options the launch offered in all.
+    pub options: usize,
+    /// Zones the node was allowed in.
+    pub zones: Vec<String>,
+    /// Price of the cheapest option (USD/hour).
+    pub price_per_hour: f64,
+    /// How many pods the node was launched for.
+    pub pods: usize,
+    /// The pods it was launched for, as `namespace/name` (at most
+    /// [`DecisionSummary::MAX_LISTED`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_names: Vec<String>,
+}
+
+impl DecisionSummary {
+    /// Most options and pod names listed in the annotation (it must stay small).
+    pub const MAX_LISTED: usize = 10;
+
+    /// The summary on a node, if it carries a readable one.
+    pub fn of(node: &Node) -> Option<Self> {
+        serde_json::from_str(annotation(node, DECISION_ANNOTATION)?).ok()
+    }
 }
 
 /// The EC2 instance ID from `spec.providerID` (`aws:///us-east-1a/i-0123...`).

@@ -118,22 +118,28 @@ impl<W: KubeWriter> Expiry<W> {
     }
 }
 
-/// What keeps a node from being disrupted now, in words.
+/// What keeps a node from being disrupted now, in words (the first reason).
 pub fn blocker(c: &crate::cluster::Cluster, node: &str) -> Option<String> {
+    blockers(c, node).into_iter().next()
+}
+
+/// Everything that keeps a node from being disrupted now, in words: each pod with
+/// `karpenter.sh/do-not-evict`, and each pod whose PodDisruptionBudget allows no disruption.
+pub fn blockers(c: &crate::cluster::Cluster, node: &str) -> Vec<String> {
+    let mut out = Vec::new();
     for p in c.pods_on(node) {
         if pods::is_terminal(p) {
             continue;
         }
         if pods::has_do_not_evict(p) {
-            return Some(format!(
+            out.push(format!(
                 "pod {} has annotation {}",
                 pods::key(p),
                 pods::DO_NOT_EVICT
             ));
-        }
-        if pods::needs_eviction(p) {
+        } else if pods::needs_eviction(p) {
             if let Some(b) = c.blocking_pdb(p) {
-                return Some(format!(
+                out.push(format!(
                     "PodDisruptionBudget {} allows no disruption of pod {}",
                     pdb::key(b),
                     pods::key(p)
@@ -141,5 +147,5 @@ pub fn blocker(c: &crate::cluster::Cluster, node: &str) -> Option<String> {
             }
         }
     }
-    None
+    out
 }

@@ -484,13 +484,26 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
         };
         let instance = self.cloud.create(&request).await?;
         let t = types.and_then(|ts| ts.iter().find(|t| t.name == instance.instance_type));
-        let summary = DecisionSummary {
+        let summary = nodes::DecisionSummary {
             provisioner: n.provisioner.clone(),
-            instance_type_options: n.instance_type_options.iter().take(10).cloned().collect(),
+            instance_type: instance.instance_type.clone(),
+            capacity_type: instance.capacity_type.clone(),
+            instance_type_options: n
+                .instance_type_options
+                .iter()
+                .take(nodes::DecisionSummary::MAX_LISTED)
+                .cloned()
+                .collect(),
             options: n.instance_type_options.len(),
             zones: n.zones.clone(),
             price_per_hour: n.price_per_hour,
             pods: n.pods.len(),
+            pod_names: n
+                .pods
+                .iter()
+                .take(nodes::DecisionSummary::MAX_LISTED)
+                .cloned()
+                .collect(),
         };
         let node = node_for_instance(
             &instance,
@@ -617,18 +630,6 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
         }
         Ok(())
     }
-}
-
-/// The part of the Decision kept on the Node (annotation `karpenter.sh/decision`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DecisionSummary {
-    provisioner: String,
-    instance_type_options: Vec<String>,
-    options: usize,
-    zones: Vec<String>,
-    price_per_hour: f64,
-    pods: usize,
 }
 
 /// The client token of a launch: the provisioner and the pods, so a retried launch for the

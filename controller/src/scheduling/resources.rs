@@ -69,6 +69,12 @@ pub fn subtract(a: &ResourceList, b: &ResourceList) -> ResourceList {
     out
 }
 
+/// Whether a resource is one every node has (CPU, memory, pods, ephemeral storage), as
+/// opposed to an extended resource such as `nvidia.com/gpu` that only some types offer.
+pub fn is_standard(name: &str) -> bool {
+    matches!(name, "cpu" | "memory" | "pods" | "ephemeral-storage")
+}
+
 /// Human form `cpu=2, memory=4Gi`.
 pub fn describe(list: &ResourceList) -> String {
     list.iter()

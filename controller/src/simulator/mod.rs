@@ -135,6 +135,9 @@ pub struct FinalState {
     pub pods: BTreeMap<String, String>,
     /// Instances launched over the run.
     pub launches: usize,
+    /// Every object left in the cluster, as a `v1 List`: `kubectl karpenter explain` and
+    /// `nodes` read this document with `-f`.
+    pub objects: serde_json::Value,
 }
 
 /// A finished run.
@@ -582,6 +585,7 @@ impl Runner {
                 .map(|p| (pods::key(p), pods::node_name(p).unwrap_or("").to_string()))
                 .collect(),
             launches: self.cloud.launches(),
+            objects: c.to_list(),
         })
     }
 }

@@ -186,6 +186,19 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
+        // Usage is the larger of what the nodes in the input hold and what the provisioner's
+        // `status.resources` says (a dump may carry the status without every node, and the
+        // status counts nodes being deleted, whose instances still run).
+        for (prov, p) in provs.iter_mut().zip(&input.provisioners) {
+            let Some(status) = p.status.as_ref() else {
+                continue;
+            };
+            for (name, q) in &status.resources {
+                if let (Some(&i), Ok(used)) = (res_index.get(name), q.milli()) {
+                    prov.existing_used[i] = prov.existing_used[i].max(used);
+                }
+            }
+        }
         let (existing_states, notes) =
             existing_states(input, &provs, &types, &ds_infos, &res_index)?;
         let mut order: Vec<usize> = (0..provs.len()).collect();

@@ -167,10 +167,14 @@ impl State {
                     let smallest = compat.iter().map(|&o| prov.cap[o][r]).min().unwrap_or(0);
                     if used[r] + ctx.classes[class].requests[r] > *l || used[r] + smallest > *l {
                         let rn = &ctx.res_names[r];
+                        let fmt = |v: i64| crate::api::quantity::format_milli(rn, v);
                         return format!(
-                            "{rn} limit {} of provisioner {name} reached ({} used)",
-                            crate::api::quantity::format_milli(rn, *l),
-                            crate::api::quantity::format_milli(rn, used[r])
+                            "{rn} limit {} of provisioner {name} reached: {} used, {} left, and \
+                             the smallest node that fits the pod would add {}",
+                            fmt(*l),
+                            fmt(used[r]),
+                            fmt((*l - used[r]).max(0)),
+                            fmt(smallest.max(ctx.classes[class].requests[r]))
                         );
                     }
                 }
@@ -225,6 +229,30 @@ impl State {
                     }
                     TermKind::Affinity if g.total == 0 => {
                         format!("{what}: no pod matches the selector")
+                    }
+                    TermKind::AntiAffinity if key != labels::HOSTNAME => {
+                        let mut taken: Vec<String> = g
+                            .counts
+                            .iter()
+                            .filter(|(_, c)| **c > 0)
+                            .map(|(d, c)| format!("{d}={c}"))
+                            .collect();
+                        taken.sort();
+                        let whose = if g.inverse {
+                            "the pods whose anti-affinity selects this pod run in"
+                        } else {
+                            "the pods it selects already run in"
+                        };
+                        if taken.is_empty() {
+                            format!("{what} cannot be satisfied on a new node of provisioner {name}")
+                        } else {
+                            format!(
+                                "{what} cannot be satisfied on a new node of provisioner {name}: \
+                                 {whose} {}; the provisioner offers no other {}",
+                                taken.join(" "),
+                                friendly_key(key)
+                            )
+                        }
                     }
                     _ => format!("{what} cannot be satisfied on a new node of provisioner {name}"),
                 }
@@ -309,6 +337,14 @@ fn explain_resources(ctx: &Ctx<'_>, prov: &Prov, reqs: &Requirements, req: &[i64
         let rn = &ctx.res_names[r];
         let fmt = |v: i64| crate::api::quantity::format_milli(rn, v);
         match best {
+            Some(&o) if prov.alloc_raw[o][r] <= 0 && !resources::is_standard(rn) => {
+                return format!(
+                    "pod requests {} {rn}; no instance type allowed by provisioner {name} offers \
+                     {rn} (allow a type that has it, e.g. with the instance-family or \
+                     instance-gpu-name requirement)",
+                    fmt(want)
+                );
+            }
             Some(&o) if prov.alloc[o][r] < want => {
                 let t = &ctx.types[prov.types[o]].name;
                 let raw = prov.alloc_raw[o][r];
