@@ -140,8 +140,15 @@ fn explain_nodes_and_simulate_read_the_live_cluster_through_kubectl() {
     .expect("set resources");
     cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "3"])
         .expect("scale");
-    let out = cp.apply(TOO_BIG).expect("kubectl");
-    assert!(out.status.success(), "{}", text(&out));
+    // The default ServiceAccount (which admission wants for a bare Pod) comes with the
+    // controller-manager a moment after start-up.
+    cp.eventually("the too-big pod created", Duration::from_secs(60), || {
+        cp.apply(TOO_BIG)
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let pods: Vec<Value> = cp
         .eventually("3 inflate pods bound", Duration::from_secs(120), || {
