@@ -608,6 +608,33 @@ impl ControlPlane {
         self.spawn(name, program, &args)
     }
 
+    /// Starts a supervised process with extra environment variables (e.g. credentials).
+    pub fn start_component_with_env(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(), E2eError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let child = Supervised::spawn(name, &self.dir, program, &args, env)?;
+        if let Ok(mut procs) = self.procs.lock() {
+            procs.push(child);
+        }
+        Ok(())
+    }
+
+    /// Kills one supervised component with SIGKILL at once (no clean-up runs), then reaps it.
+    pub fn kill9_component(&self, name: &str) {
+        if let Ok(mut procs) = self.procs.lock() {
+            if let Some(i) = procs.iter().position(|p| p.name == name) {
+                let mut p = procs.remove(i);
+                p.kill9();
+                p.stop();
+            }
+        }
+    }
+
     fn spawn(&self, name: &str, program: &Path, args: &[String]) -> Result<(), E2eError> {
         let child = Supervised::spawn(name, &self.dir, program, args, &[])?;
         if let Ok(mut procs) = self.procs.lock() {

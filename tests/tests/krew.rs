@@ -182,7 +182,10 @@ fn krew_installs_the_release_archive_and_kubectl_runs_it() {
     // The completion script ships beside the binary; linked into krew's bin dir as the
     // manifest's caveats say, kubectl completes `kubectl karpenter <TAB>` through it.
     let shim = target.with_file_name("kubectl_complete-karpenter");
-    assert!(shim.is_file(), "completion script installed beside the binary");
+    assert!(
+        shim.is_file(),
+        "completion script installed beside the binary"
+    );
     std::os::unix::fs::symlink(&shim, krew_root.join("bin/kubectl_complete-karpenter"))
         .expect("link the completion script");
     let out = kubectl(&["__complete", "karpenter", "ex"], &path);

@@ -58,6 +58,13 @@ struct Args {
     /// Instance profile for nodes whose provider does not name one.
     #[arg(long, env = "AWS_DEFAULT_INSTANCE_PROFILE")]
     default_instance_profile: Option<String>,
+    /// Kubernetes minor version of the node AMIs (e.g. `1.29`); default: the API server's.
+    #[arg(long, env = "KUBERNETES_VERSION")]
+    kubernetes_version: Option<String>,
+    /// SSM path under which the public AMI parameters are read; only an emulator that cannot
+    /// hold `/aws/service/...` needs another.
+    #[arg(long, default_value = "/aws/service")]
+    ssm_parameter_prefix: String,
     /// Cloud provider.
     #[arg(long, value_enum, default_value_t = CloudKind::Aws)]
     cloud_provider: CloudKind,
@@ -139,16 +146,27 @@ fn init_logging(args: &Args) {
     }
 }
 
-async fn run(args: Args) -> Result<(), RunError> {
+async fn run(mut args: Args) -> Result<(), RunError> {
     if args.cluster_name.trim().is_empty() {
         return Err(RunError::Config("--cluster-name must not be empty".into()));
     }
     let client = client(&args).await?;
     // One clear line when the API server cannot be reached, before anything starts.
-    client
+    let version = client
         .apiserver_version()
         .await
         .map_err(|e| RunError::Kube(e.to_string()))?;
+    // Nodes boot the AMI of the control plane's minor version unless told otherwise (EKS
+    // minor versions read `27+` on some providers).
+    args.kubernetes_version.get_or_insert_with(|| {
+        format!(
+            "{}.{}",
+            version.major,
+            version
+                .minor
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+        )
+    });
     let cluster = SharedCluster::new(Cluster::new());
     let signals = feed::start(client.clone(), cluster.clone());
     let metrics = Arc::new(Metrics::default());
@@ -237,6 +255,10 @@ async fn aws(
     aws_config.cluster_endpoint = args.cluster_endpoint.clone();
     aws_config.cluster_ca_bundle = args.cluster_ca_bundle.clone();
     aws_config.default_instance_profile = args.default_instance_profile.clone();
+    if let Some(v) = &args.kubernetes_version {
+        aws_config.kubernetes_version = v.clone();
+    }
+    aws_config.ssm_parameter_prefix = args.ssm_parameter_prefix.clone();
     // An empty endpoint or CA bundle would boot nodes that never join, and are billed.
     aws_config
         .validate()
