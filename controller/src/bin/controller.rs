@@ -175,7 +175,7 @@ async fn run(args: Args) -> Result<(), RunError> {
         let elector = lease::Elector::new(
             client.clone(),
             &args.leader_election_namespace,
-            "karpenter-leader-election",
+            karpenter::runtime::rbac::LEADER_ELECTION_LEASE,
             &identity,
             lease::LeaseTimings::default(),
         );
