@@ -69,7 +69,10 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), E2eError> {
 pub fn run(cp: &ControlPlane, controller: &str) -> Result<Report, E2eError> {
     let out = cp.apply(PROVISIONER)?;
     check(out.status.success(), || {
-        format!("apply the Provisioner: {}", String::from_utf8_lossy(&out.stderr))
+        format!(
+            "apply the Provisioner: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     })?;
     // The guide's commands, as they work with kubectl v1.36.
     cp.kubectl_ok(&[
@@ -79,7 +82,13 @@ pub fn run(cp: &ControlPlane, controller: &str) -> Result<Report, E2eError> {
         "--image=public.ecr.aws/eks-distro/kubernetes/pause:3.2",
         "--replicas=0",
     ])?;
-    cp.kubectl_ok(&["set", "resources", "deployment", "inflate", "--requests=cpu=1"])?;
+    cp.kubectl_ok(&[
+        "set",
+        "resources",
+        "deployment",
+        "inflate",
+        "--requests=cpu=1",
+    ])?;
     let started = Instant::now();
     cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "10"])?;
     let scale_up = cp.eventually(

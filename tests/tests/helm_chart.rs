@@ -87,7 +87,11 @@ fn chart_crds_equal_the_generated_ones() {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect()
     };
-    assert_eq!(names(&chart), names(&generated), "copy manifests/crds/* into the chart's crds/");
+    assert_eq!(
+        names(&chart),
+        names(&generated),
+        "copy manifests/crds/* into the chart's crds/"
+    );
     for name in names(&generated) {
         let a = std::fs::read_to_string(chart.join(&name)).expect("read");
         let b = std::fs::read_to_string(generated.join(&name)).expect("read");
@@ -102,7 +106,13 @@ fn helm_lint_passes() {
     let out = helm::helm_ok(
         &home.0,
         None,
-        &["lint", "--strict", &chart, "--set", "clusterName=my-cluster"],
+        &[
+            "lint",
+            "--strict",
+            &chart,
+            "--set",
+            "clusterName=my-cluster",
+        ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.contains("0 chart(s) failed"), "{out}");
@@ -121,13 +131,32 @@ fn committed_rendering_is_what_helm_renders() {
     );
 }
 
+/// `1` and `1.0` compare equal: the typed form keeps JSON Schema bounds as floats.
+fn numbers_as_floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) => n.as_f64().map(Value::from).unwrap_or(Value::Number(n)),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_floats).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Deserializes into `T` and serializes back: a misspelt or misplaced field is dropped by the
 /// typed form and shows up as a difference.
 fn round_trips<T: DeserializeOwned + serde::Serialize>(doc: &Value) {
     let typed: T = serde_json::from_value(doc.clone())
         .unwrap_or_else(|e| panic!("{}: {e}", doc["metadata"]["name"]));
-    let back = serde_json::to_value(&typed).expect("serialize");
-    assert_eq!(&back, doc, "{} {} lost or changed fields", doc["kind"], doc["metadata"]["name"]);
+    let back = numbers_as_floats(serde_json::to_value(&typed).expect("serialize"));
+    let doc = &numbers_as_floats(doc.clone());
+    assert_eq!(
+        &back, doc,
+        "{} {} lost or changed fields",
+        doc["kind"], doc["metadata"]["name"]
+    );
 }
 
 fn check_types(docs: &[Value]) -> BTreeMap<String, usize> {
@@ -235,6 +264,43 @@ fn parse_help(text: String) -> Help {
     Help { flags, env, text }
 }
 
+/// Flags of our binaries that take one of a fixed set of values.
+const ENUM_FLAGS: &[&str] = &["cloud-provider", "log-format", "cluster-autoscaler-guard"];
+
+/// The possible values `--help` lists for `--flag` (`[possible values: a, b]`, or clap's long
+/// form: a `Possible values:` list of `- a: ...` lines).
+fn possible_values(text: &str, flag: &str) -> Vec<String> {
+    let Some(rest) = text.split(&format!("--{flag} <")).nth(1) else {
+        return Vec::new();
+    };
+    let mut section = Vec::new();
+    for line in rest.lines().skip(1) {
+        let t = line.trim_start();
+        let is_flag = t.starts_with("--")
+            || (t.len() > 3 && t.starts_with('-') && t.as_bytes().get(2) == Some(&b','));
+        if is_flag {
+            break;
+        }
+        section.push(t);
+    }
+    let joined = section.join("\n");
+    if let Some(v) = joined.split("[possible values: ").nth(1) {
+        return v
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .split(", ")
+            .map(String::from)
+            .collect();
+    }
+    section
+        .iter()
+        .filter_map(|l| l.strip_prefix("- "))
+        .filter_map(|l| l.split(':').next())
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
 /// Checks every `--flag=value` of `c` against `help`; returns them as a map.
 fn check_args(c: &Container, help: &Help) -> BTreeMap<String, String> {
     let mut seen = BTreeMap::new();
@@ -243,27 +309,37 @@ fn check_args(c: &Container, help: &Help) -> BTreeMap<String, String> {
             .strip_prefix("--")
             .and_then(|a| a.split_once('='))
             .unwrap_or_else(|| panic!("{}: {arg:?} is not --flag=value", c.name));
-        assert!(help.flags.contains(flag), "{}: --{flag} is not a flag of the binary", c.name);
-        assert!(seen.insert(flag.to_string(), value.to_string()).is_none(), "--{flag} twice");
+        assert!(
+            help.flags.contains(flag),
+            "{}: --{flag} is not a flag of the binary",
+            c.name
+        );
+        assert!(
+            seen.insert(flag.to_string(), value.to_string()).is_none(),
+            "--{flag} twice"
+        );
         // Enum flags: the value is one of the possible values listed for that flag.
-        let section = help
-            .text
-            .split(&format!("--{flag} <"))
-            .nth(1)
-            .and_then(|rest| rest.split("\n      --").next())
-            .unwrap_or_default();
-        if let Some(values) = section.split("[possible values: ").nth(1) {
-            let values: Vec<&str> = values
-                .split(']')
-                .next()
-                .unwrap_or_default()
-                .split(", ")
-                .collect();
-            assert!(values.contains(&value), "--{flag}={value}: not one of {values:?}");
+        let values = possible_values(&help.text, flag);
+        if ENUM_FLAGS.contains(&flag) {
+            assert!(
+                !values.is_empty(),
+                "--{flag}: no possible values found in --help"
+            );
+        }
+        if !values.is_empty() {
+            assert!(
+                values.iter().any(|v| v == value),
+                "--{flag}={value}: not one of {values:?}"
+            );
         }
     }
     for e in c.env.as_deref().unwrap_or_default() {
-        assert!(help.env.contains(&e.name), "{}: env {} is not read by the binary", c.name, e.name);
+        assert!(
+            help.env.contains(&e.name),
+            "{}: env {} is not read by the binary",
+            c.name,
+            e.name
+        );
     }
     seen
 }
@@ -291,18 +367,26 @@ fn deployment_args_and_env_are_flags_the_binaries_accept() {
         assert_eq!(args["leader-election-namespace"], RELEASE);
         let port = args["metrics-listen"].rsplit(':').next().expect("a port");
         let ports = c.ports.as_deref().unwrap_or_default();
-        assert!(ports.iter().any(|p| p.container_port.to_string() == port && p.name.as_deref() == Some("http-metrics")));
+        assert!(ports
+            .iter()
+            .any(|p| p.container_port.to_string() == port
+                && p.name.as_deref() == Some("http-metrics")));
         let w = container(&docs, "karpenter-webhook");
         let wargs = check_args(&w, &webhook_help);
         let mounts = w.volume_mounts.as_deref().unwrap_or_default();
         for f in ["tls-cert-file", "tls-key-file"] {
             assert!(
-                mounts.iter().any(|m| wargs[f].starts_with(&format!("{}/", m.mount_path))),
+                mounts
+                    .iter()
+                    .any(|m| wargs[f].starts_with(&format!("{}/", m.mount_path))),
                 "--{f} is not on a mounted volume"
             );
         }
         if sets.is_empty() {
-            assert!(!args.contains_key("cluster-endpoint"), "empty values are left out");
+            assert!(
+                !args.contains_key("cluster-endpoint"),
+                "empty values are left out"
+            );
         } else {
             assert_eq!(args["cluster-ca-bundle"], "QUJD");
             assert_eq!(args["cloud-provider"], "sim");
@@ -342,15 +426,23 @@ fn webhook_configurations_point_at_the_service_port_and_paths_the_webhook_serves
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse::<i32>().ok())
         .expect("--listen=HOST:PORT");
-    let secret: Secret = serde_json::from_value(named(&docs, "Secret", "karpenter-webhook-cert").clone())
-        .expect("Secret");
+    let secret: Secret =
+        serde_json::from_value(named(&docs, "Secret", "karpenter-webhook-cert").clone())
+            .expect("Secret");
     let data = secret.data.expect("Secret data");
     let ca = data.get("ca.crt").expect("ca.crt").0.clone();
     let mut paths = BTreeSet::new();
     for (name, cc) in clients(&docs) {
-        let s = cc.service.as_ref().unwrap_or_else(|| panic!("{name}: a service reference"));
+        let s = cc
+            .service
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: a service reference"));
         assert_eq!(Some(&s.name), svc.metadata.name.as_ref(), "{name}");
-        assert_eq!(Some(&s.namespace), svc.metadata.namespace.as_ref(), "{name}");
+        assert_eq!(
+            Some(&s.namespace),
+            svc.metadata.namespace.as_ref(),
+            "{name}"
+        );
         let port = s.port.unwrap_or(443);
         assert_eq!(port, 443, "{name}");
         let spec = svc.spec.as_ref().expect("spec");
@@ -372,22 +464,40 @@ fn webhook_configurations_point_at_the_service_port_and_paths_the_webhook_serves
             .iter()
             .find(|p| p.name.as_deref() == Some(&target))
             .unwrap_or_else(|| panic!("no container port {target}"));
-        assert_eq!(cp.container_port, listen_port, "the Service reaches --listen");
+        assert_eq!(
+            cp.container_port, listen_port,
+            "the Service reaches --listen"
+        );
         // The Service selects the webhook's pods.
-        let d: Deployment = serde_json::from_value(named(&docs, "Deployment", "karpenter-webhook").clone())
-            .expect("Deployment");
-        let pod_labels = d.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+        let d: Deployment =
+            serde_json::from_value(named(&docs, "Deployment", "karpenter-webhook").clone())
+                .expect("Deployment");
+        let pod_labels = d
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
         for (k, v) in spec.selector.clone().unwrap_or_default() {
             assert_eq!(pod_labels.get(&k), Some(&v), "Service selector {k}");
         }
         let path = s.path.clone().unwrap_or_default();
-        assert!(help.contains(&format!("POST {path} ")), "{name}: {path} is not served");
-        assert_eq!(cc.ca_bundle.as_ref().map(|b| &b.0), Some(&ca), "{name}: caBundle is the Secret's CA");
+        assert!(
+            help.contains(&format!("POST {path} ")),
+            "{name}: {path} is not served"
+        );
+        assert_eq!(
+            cc.ca_bundle.as_ref().map(|b| &b.0),
+            Some(&ca),
+            "{name}: caBundle is the Secret's CA"
+        );
         paths.insert(path);
     }
     assert_eq!(
         paths,
-        ["/default", "/validate", "/validate/deployments"].map(String::from).into_iter().collect()
+        ["/default", "/validate", "/validate/deployments"]
+            .map(String::from)
+            .into_iter()
+            .collect()
     );
 }
 
@@ -395,8 +505,9 @@ fn webhook_configurations_point_at_the_service_port_and_paths_the_webhook_serves
 fn the_generated_certificate_serves_the_service_name_and_verifies_against_the_ca_bundle() {
     karpenter_e2e::install_crypto();
     let docs = render(&[]);
-    let secret: Secret = serde_json::from_value(named(&docs, "Secret", "karpenter-webhook-cert").clone())
-        .expect("Secret");
+    let secret: Secret =
+        serde_json::from_value(named(&docs, "Secret", "karpenter-webhook-cert").clone())
+            .expect("Secret");
     let data = secret.data.expect("data");
     let pem = |k: &str| String::from_utf8(data[k].0.clone()).expect("PEM");
     let pki = karpenter_e2e::TestPki {
@@ -414,7 +525,10 @@ fn the_generated_certificate_serves_the_service_name_and_verifies_against_the_ca
         "metadata": {"name": "default"}, "spec": {"providerRef": {"name": "default"}}
     });
     let (status, answer) = hook
-        .post("/validate", &karpenter_e2e::provisioner_review("u1", &provisioner))
+        .post(
+            "/validate",
+            &karpenter_e2e::provisioner_review("u1", &provisioner),
+        )
         .expect("TLS with the chart's CA");
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["response"]["uid"], "u1");
@@ -422,7 +536,12 @@ fn the_generated_certificate_serves_the_service_name_and_verifies_against_the_ca
     let other = karpenter_e2e::Webhook::start(&pki)
         .expect("starts")
         .with_server_name("karpenter-webhook.other.svc");
-    assert!(other.post("/validate", &karpenter_e2e::provisioner_review("u2", &provisioner)).is_err());
+    assert!(other
+        .post(
+            "/validate",
+            &karpenter_e2e::provisioner_review("u2", &provisioner)
+        )
+        .is_err());
 }
 
 /// `(scope, group, resource, resourceName or "", verb)` for every permission of `rules`.
@@ -430,7 +549,11 @@ fn granted(rules: &[PolicyRule], scope: Scope) -> Vec<(Scope, String, String, St
     let mut out = Vec::new();
     for r in rules {
         let names = r.resource_names.clone().unwrap_or_default();
-        let names = if names.is_empty() { vec![String::new()] } else { names };
+        let names = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        };
         for g in r.api_groups.as_deref().unwrap_or_default() {
             for res in r.resources.as_deref().unwrap_or_default() {
                 for n in &names {
@@ -459,16 +582,24 @@ fn grants_of(docs: &[Value], sa: &str) -> Vec<(Scope, String, String, String, St
     for b in of_kind::<ClusterRoleBinding>(docs, "ClusterRoleBinding") {
         if subject_is(&b.subjects) {
             assert_eq!(b.role_ref.kind, "ClusterRole");
-            let role: ClusterRole = serde_json::from_value(named(docs, "ClusterRole", &b.role_ref.name).clone())
-                .expect("ClusterRole");
+            let role: ClusterRole =
+                serde_json::from_value(named(docs, "ClusterRole", &b.role_ref.name).clone())
+                    .expect("ClusterRole");
             out.extend(granted(&role.rules.unwrap_or_default(), Scope::Cluster));
         }
     }
     for b in of_kind::<RoleBinding>(docs, "RoleBinding") {
         if subject_is(&b.subjects) {
-            assert_eq!(b.role_ref.kind, "Role", "no ClusterRole bound in the namespace");
-            let role: Role = serde_json::from_value(named(docs, "Role", &b.role_ref.name).clone()).expect("Role");
-            out.extend(granted(&role.rules.unwrap_or_default(), Scope::ReleaseNamespace));
+            assert_eq!(
+                b.role_ref.kind, "Role",
+                "no ClusterRole bound in the namespace"
+            );
+            let role: Role = serde_json::from_value(named(docs, "Role", &b.role_ref.name).clone())
+                .expect("Role");
+            out.extend(granted(
+                &role.rules.unwrap_or_default(),
+                Scope::ReleaseNamespace,
+            ));
         }
     }
     out.sort();
@@ -476,7 +607,11 @@ fn grants_of(docs: &[Value], sa: &str) -> Vec<(Scope, String, String, String, St
     out
 }
 
-fn assert_same(name: &str, listed: &[(Scope, String, String, String, String)], chart: &[(Scope, String, String, String, String)]) {
+fn assert_same(
+    name: &str,
+    listed: &[(Scope, String, String, String, String)],
+    chart: &[(Scope, String, String, String, String)],
+) {
     let listed: BTreeSet<_> = listed.iter().collect();
     let chart: BTreeSet<_> = chart.iter().collect();
     let missing: Vec<_> = listed.difference(&chart).collect();
@@ -507,8 +642,14 @@ fn rbac_grants_exactly_the_api_calls_the_code_makes() {
     let off = render(&["webhook.clusterAutoscalerGuard=off"]);
     assert!(grants_of(&off, "karpenter-webhook").is_empty());
     let d = named(&off, "Deployment", "karpenter-webhook");
-    assert_eq!(d["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
-    assert!(clients(&off).iter().all(|(_, c)| c.service.as_ref().and_then(|s| s.path.as_deref()) != Some("/validate/deployments")));
+    assert_eq!(
+        d["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    assert!(clients(&off)
+        .iter()
+        .all(|(_, c)| c.service.as_ref().and_then(|s| s.path.as_deref())
+            != Some("/validate/deployments")));
 }
 
 #[test]
@@ -516,11 +657,19 @@ fn service_account_carries_the_irsa_role_from_values() {
     let arn = "arn:aws:iam::123456789012:role/karpenter-controller";
     let docs = render(&[&format!("serviceAccount.roleArn={arn}")]);
     let sa = named(&docs, "ServiceAccount", "karpenter-controller");
-    assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], arn);
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        arn
+    );
     let webhook = named(&docs, "ServiceAccount", "karpenter-webhook");
-    assert!(webhook["metadata"]["annotations"].is_null(), "the webhook gets no AWS role");
+    assert!(
+        webhook["metadata"]["annotations"].is_null(),
+        "the webhook gets no AWS role"
+    );
     let none = committed();
-    assert!(named(&none, "ServiceAccount", "karpenter-controller")["metadata"]["annotations"].is_null());
+    assert!(
+        named(&none, "ServiceAccount", "karpenter-controller")["metadata"]["annotations"].is_null()
+    );
 }
 
 #[test]
@@ -535,9 +684,12 @@ fn pods_stay_off_the_nodes_karpenter_manages() {
         // Every term (they are ORed) excludes Karpenter's nodes.
         for t in terms {
             assert!(
-                t["matchExpressions"].as_array().is_some_and(|e| e.iter().any(|x| {
-                    x["key"] == "karpenter.sh/provisioner-name" && x["operator"] == "DoesNotExist"
-                })),
+                t["matchExpressions"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|x| {
+                        x["key"] == "karpenter.sh/provisioner-name"
+                            && x["operator"] == "DoesNotExist"
+                    })),
                 "{name}: {t}"
             );
         }
@@ -546,24 +698,39 @@ fn pods_stay_off_the_nodes_karpenter_manages() {
 
 #[test]
 fn service_monitors_scrape_both_metrics_ports_when_enabled() {
-    let docs = render(&["serviceMonitor.enabled=true", "serviceMonitor.additionalLabels.release=prom"]);
-    let monitors: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ServiceMonitor").collect();
+    let docs = render(&[
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.additionalLabels.release=prom",
+    ]);
+    let monitors: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ServiceMonitor")
+        .collect();
     assert_eq!(monitors.len(), 2);
     for m in monitors {
         assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(m["metadata"]["labels"]["release"], "prom");
-        let selector = m["spec"]["selector"]["matchLabels"].as_object().expect("selector");
+        let selector = m["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("selector");
         let svc = docs
             .iter()
             .find(|d| {
                 d["kind"] == "Service"
-                    && selector.iter().all(|(k, v)| &d["metadata"]["labels"][k] == v)
+                    && selector
+                        .iter()
+                        .all(|(k, v)| &d["metadata"]["labels"][k] == v)
             })
             .unwrap_or_else(|| panic!("no Service matches {selector:?}"));
         let port = m["spec"]["endpoints"][0]["port"].clone();
-        assert!(svc["spec"]["ports"].as_array().is_some_and(|p| p.iter().any(|x| x["name"] == port)));
+        assert!(svc["spec"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["name"] == port)));
     }
-    assert!(!committed().iter().any(|d| d["kind"] == "ServiceMonitor"), "off by default");
+    assert!(
+        !committed().iter().any(|d| d["kind"] == "ServiceMonitor"),
+        "off by default"
+    );
 }
 
 /// Runs `helm template` with `sets` (no placeholder cluster name) and returns helm's error.
@@ -580,18 +747,42 @@ fn bad_values_fail_naming_the_value() {
     let cases: &[(&[&str], &str)] = &[
         (&[], "clusterName"),
         (&["clusterName=bad name"], "clusterName"),
-        (&["clusterName=c", "serviceAccount.roleArn=karpenter-role"], "roleArn"),
-        (&["clusterName=c", "serviceAccount.roleArn=arn:aws:iam::123:role/x"], "roleArn"),
-        (&["clusterName=c", "webhook.clusterAutoscalerGuard=maybe"], "clusterAutoscalerGuard"),
-        (&["clusterName=c", "controller.batchIdleDuration=soon"], "batchIdleDuration"),
+        (
+            &["clusterName=c", "serviceAccount.roleArn=karpenter-role"],
+            "roleArn",
+        ),
+        (
+            &[
+                "clusterName=c",
+                "serviceAccount.roleArn=arn:aws:iam::123:role/x",
+            ],
+            "roleArn",
+        ),
+        (
+            &["clusterName=c", "webhook.clusterAutoscalerGuard=maybe"],
+            "clusterAutoscalerGuard",
+        ),
+        (
+            &["clusterName=c", "controller.batchIdleDuration=soon"],
+            "batchIdleDuration",
+        ),
         (&["clusterName=c", "controller.replicas=two"], "replicas"),
-        (&["clusterName=c", "clusterEndpoint=http://plain"], "clusterEndpoint"),
+        (
+            &["clusterName=c", "clusterEndpoint=http://plain"],
+            "clusterEndpoint",
+        ),
         (&["clusterName=c", "clusterNmae=typo"], "clusterNmae"),
-        (&["clusterName=c", "webhook.tls.existingSecret=mine"], "webhook.tls.caBundle"),
+        (
+            &["clusterName=c", "webhook.tls.existingSecret=mine"],
+            "webhook.tls.caBundle",
+        ),
     ];
     for (sets, field) in cases {
         let err = template_error(sets);
-        assert!(err.contains(field), "{sets:?}: the error does not name {field}:\n{err}");
+        assert!(
+            err.contains(field),
+            "{sets:?}: the error does not name {field}:\n{err}"
+        );
     }
 }
 
@@ -607,9 +798,22 @@ fn every_value_is_documented_and_in_the_schema() {
     let lines: Vec<&str> = text.lines().collect();
     fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
         match v.as_object() {
-            Some(m) if !m.is_empty() && !path.ends_with("affinity") && !path.ends_with("resources") && !path.ends_with("nodeSelector") => {
+            Some(m)
+                if !m.is_empty()
+                    && !path.ends_with("affinity")
+                    && !path.ends_with("resources")
+                    && !path.ends_with("nodeSelector") =>
+            {
                 for (k, c) in m {
-                    leaves(c, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+                    leaves(
+                        c,
+                        if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        },
+                        out,
+                    );
                 }
             }
             _ => out.push(path),

@@ -77,12 +77,23 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
     .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(40)));
     eprintln!("helm install: {:.1} s", started.elapsed().as_secs_f64());
     assert!(out.contains("STATUS: deployed"), "{out}");
-    assert!(out.contains("karpenter=controller"), "NOTES.txt is shown: {out}");
+    assert!(
+        out.contains("karpenter=controller"),
+        "NOTES.txt is shown: {out}"
+    );
     // What helm created is there, CRDs included.
-    cp.kubectl_ok(&["get", "crd", "provisioners.karpenter.sh", "awsnodetemplates.karpenter.k8s.aws"])
-        .expect("CRDs from the chart");
+    cp.kubectl_ok(&[
+        "get",
+        "crd",
+        "provisioners.karpenter.sh",
+        "awsnodetemplates.karpenter.k8s.aws",
+    ])
+    .expect("CRDs from the chart");
     cp.eventually("the CRDs to be served", Duration::from_secs(30), || {
-        cp.kubectl(&["get", "provisioners"]).ok().filter(|o| o.status.success()).map(|_| ())
+        cp.kubectl(&["get", "provisioners"])
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
     })
     .expect("served");
     let sa = cp
@@ -92,8 +103,12 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
         sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::123456789012:role/karpenter-e2e"
     );
-    let status = helm::helm_ok(&home.0, Some(&cp.kubeconfig), &["status", helm::RELEASE, "-n", NS])
-        .expect("helm status");
+    let status = helm::helm_ok(
+        &home.0,
+        Some(&cp.kubeconfig),
+        &["status", helm::RELEASE, "-n", NS],
+    )
+    .expect("helm status");
     assert!(status.contains("STATUS: deployed"), "{status}");
 
     // The webhook: the chart's args (less the addresses, files and logging the harness sets),
@@ -117,9 +132,18 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
         .unwrap_or_else(|e| panic!("{e}"));
     let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &cp.pki.ca_pem);
     for (kind, name) in [
-        ("mutatingwebhookconfiguration", "defaulting.webhook.karpenter.sh"),
-        ("validatingwebhookconfiguration", "validation.webhook.karpenter.sh"),
-        ("validatingwebhookconfiguration", "cluster-autoscaler-guard.webhook.karpenter.sh"),
+        (
+            "mutatingwebhookconfiguration",
+            "defaulting.webhook.karpenter.sh",
+        ),
+        (
+            "validatingwebhookconfiguration",
+            "validation.webhook.karpenter.sh",
+        ),
+        (
+            "validatingwebhookconfiguration",
+            "cluster-autoscaler-guard.webhook.karpenter.sh",
+        ),
     ] {
         let cfg = cp.get_json(&[kind, name]).expect("installed by the chart");
         let hooks = cfg["webhooks"].as_array().expect("webhooks");
@@ -135,16 +159,33 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
                     "value": {"url": format!("{}{path}", webhook.base_url), "caBundle": ca}})
             })
             .collect();
-        cp.kubectl_ok(&["patch", kind, name, "--type=json", "-p", &Value::Array(patch).to_string()])
-            .expect("re-point the webhook");
+        cp.kubectl_ok(&[
+            "patch",
+            kind,
+            name,
+            "--type=json",
+            "-p",
+            &Value::Array(patch).to_string(),
+        ])
+        .expect("re-point the webhook");
     }
     let probe = "apiVersion: karpenter.sh/v1alpha5\nkind: Provisioner\nmetadata:\n  name: probe\nspec:\n  providerRef:\n    name: default\n";
-    cp.eventually("the chart's webhooks to call ours", Duration::from_secs(30), || {
-        let out = cp
-            .kubectl_as(&cp.kubeconfig, &["create", "--dry-run=server", "-o", "json", "-f", "-"], Some(probe))
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).contains("karpenter.sh/capacity-type").then_some(())
-    })
+    cp.eventually(
+        "the chart's webhooks to call ours",
+        Duration::from_secs(30),
+        || {
+            let out = cp
+                .kubectl_as(
+                    &cp.kubeconfig,
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(probe),
+                )
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("karpenter.sh/capacity-type")
+                .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(40)));
     // The guard's watchers synced under the chart's ClusterRole.
     let wlog = std::fs::read_to_string(cp.dir.join("karpenter-webhook.log")).unwrap_or_default();
@@ -166,8 +207,16 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
         })
         .chain([format!("--kubeconfig={}", controller_kc.display())])
         .collect();
-    assert!(cargs.iter().any(|a| a == "--cloud-provider=sim"), "{cargs:?}");
-    assert!(cargs.iter().any(|a| a == &format!("--leader-election-namespace={NS}")), "{cargs:?}");
+    assert!(
+        cargs.iter().any(|a| a == "--cloud-provider=sim"),
+        "{cargs:?}"
+    );
+    assert!(
+        cargs
+            .iter()
+            .any(|a| a == &format!("--leader-election-namespace={NS}")),
+        "{cargs:?}"
+    );
     assert!(!cargs.iter().any(|a| a == "--no-leader-election"));
     let cargs: Vec<&str> = cargs.iter().map(String::as_str).collect();
     cp.start_component(
@@ -177,10 +226,21 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
     )
     .expect("controller starts");
     let lease = cp
-        .eventually("the controller to take the Lease", Duration::from_secs(60), || {
-            let l = cp.get_json(&["-n", NS, "lease", karpenter::runtime::rbac::LEADER_ELECTION_LEASE]).ok()?;
-            l["spec"]["holderIdentity"].as_str().map(str::to_string)
-        })
+        .eventually(
+            "the controller to take the Lease",
+            Duration::from_secs(60),
+            || {
+                let l = cp
+                    .get_json(&[
+                        "-n",
+                        NS,
+                        "lease",
+                        karpenter::runtime::rbac::LEADER_ELECTION_LEASE,
+                    ])
+                    .ok()?;
+                l["spec"]["holderIdentity"].as_str().map(str::to_string)
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(40)));
     eprintln!("leader: {lease}");
 
@@ -193,7 +253,10 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
         report.scale_down.as_secs_f64()
     );
     let clog = std::fs::read_to_string(cp.dir.join("karpenter-controller.log")).unwrap_or_default();
-    assert!(!clog.to_lowercase().contains("forbidden"), "a call the ClusterRole does not allow:\n{clog}");
+    assert!(
+        !clog.to_lowercase().contains("forbidden"),
+        "a call the ClusterRole does not allow:\n{clog}"
+    );
 
     // The chart's own pods exist (kube-controller-manager made them), never ran on a node
     // Karpenter made, and were no reason to launch one: the walkthrough's nodes were all gone.
@@ -201,29 +264,64 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
     let pods = pods["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(pods.len(), 4, "2 controller + 2 webhook replicas");
     for p in &pods {
-        assert!(p["spec"]["nodeName"].is_null(), "a chart pod was scheduled: {p}");
+        assert!(
+            p["spec"]["nodeName"].is_null(),
+            "a chart pod was scheduled: {p}"
+        );
     }
     assert!(karpenter_e2e::walkthrough::karpenter_nodes(&cp).is_empty());
 
     // The tokens carry only the chart's rules.
     assert!(can_i(&cp, &controller_kc, &["create", "nodes"]));
-    assert!(can_i(&cp, &controller_kc, &["create", "pods", "--subresource=eviction", "-n", "default"]));
+    assert!(can_i(
+        &cp,
+        &controller_kc,
+        &["create", "pods", "--subresource=eviction", "-n", "default"]
+    ));
     assert!(!can_i(&cp, &controller_kc, &["get", "secrets", "-n", NS]));
-    assert!(!can_i(&cp, &controller_kc, &["delete", "pods", "-n", "default"]));
-    assert!(!can_i(&cp, &controller_kc, &["update", "leases/other", "-n", NS]));
-    assert!(!can_i(&cp, &controller_kc, &["create", "leases", "-n", "default"]));
+    assert!(!can_i(
+        &cp,
+        &controller_kc,
+        &["delete", "pods", "-n", "default"]
+    ));
+    assert!(!can_i(
+        &cp,
+        &controller_kc,
+        &["update", "leases/other", "-n", NS]
+    ));
+    assert!(!can_i(
+        &cp,
+        &controller_kc,
+        &["create", "leases", "-n", "default"]
+    ));
     assert!(!can_i(&cp, &webhook_kc, &["list", "configmaps", "-A"]));
-    assert!(can_i(&cp, &webhook_kc, &["list", "configmaps/cluster-autoscaler-status", "-A"]));
+    assert!(can_i(
+        &cp,
+        &webhook_kc,
+        &["list", "configmaps/cluster-autoscaler-status", "-A"]
+    ));
     assert!(!can_i(&cp, &webhook_kc, &["create", "provisioners"]));
 
     // helm uninstall removes the release and keeps the CRDs (and so every Provisioner).
     cp.stop_component("karpenter-controller");
     cp.stop_component("karpenter-webhook");
-    helm::helm_ok(&home.0, Some(&cp.kubeconfig), &["uninstall", helm::RELEASE, "-n", NS])
-        .expect("helm uninstall");
+    helm::helm_ok(
+        &home.0,
+        Some(&cp.kubeconfig),
+        &["uninstall", helm::RELEASE, "-n", NS],
+    )
+    .expect("helm uninstall");
     let left = cp
-        .kubectl_ok(&["-n", NS, "get", "deployments,serviceaccounts,roles", "-o", "name"])
+        .kubectl_ok(&[
+            "-n",
+            NS,
+            "get",
+            "deployments,serviceaccounts,roles",
+            "-o",
+            "name",
+        ])
         .expect("kubectl");
     assert!(!left.contains("karpenter-"), "{left}");
-    cp.kubectl_ok(&["get", "crd", "provisioners.karpenter.sh"]).expect("CRDs stay");
+    cp.kubectl_ok(&["get", "crd", "provisioners.karpenter.sh"])
+        .expect("CRDs stay");
 }

@@ -25,7 +25,13 @@ fn files() -> Vec<(String, Body)> {
         if path.extension().is_some_and(|e| e == "tf") {
             let text = std::fs::read_to_string(&path).expect("read");
             let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), body));
+            out.push((
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                body,
+            ));
         }
     }
     assert!(out.len() >= 4, "main, variables, outputs, versions");
@@ -45,7 +51,10 @@ fn labels(b: &Block) -> Vec<String> {
 }
 
 fn attr<'a>(b: &'a Block, key: &str) -> Option<&'a Expression> {
-    b.body().attributes().find(|a| a.key() == key).map(|a| a.expr())
+    b.body()
+        .attributes()
+        .find(|a| a.key() == key)
+        .map(|a| a.expr())
 }
 
 fn one(kind: &str, name: &[&str]) -> Block {
@@ -78,22 +87,43 @@ fn inputs_and_defaults_are_the_guides() {
             Expression::Bool(b) => Value::from(*b),
             other => panic!("variable {name}: unexpected default {other}"),
         });
-        assert!(attr(&v, "description").is_some(), "variable {name} has no description");
+        assert!(
+            attr(&v, "description").is_some(),
+            "variable {name} has no description"
+        );
         assert!(attr(&v, "type").is_some(), "variable {name} has no type");
         got.insert(name, default);
     }
-    let got: BTreeMap<&str, Option<Value>> = got.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let got: BTreeMap<&str, Option<Value>> =
+        got.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     assert_eq!(got, want);
 }
 
 #[test]
 fn outputs_are_the_guides() {
-    let names: BTreeSet<String> = blocks("output").iter().map(|b| labels(b).join(".")).collect();
-    assert_eq!(names, ["hr_manifest", "karpenter_iam"].map(String::from).into_iter().collect());
+    let names: BTreeSet<String> = blocks("output")
+        .iter()
+        .map(|b| labels(b).join("."))
+        .collect();
+    assert_eq!(
+        names,
+        ["hr_manifest", "karpenter_iam"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
     let hr = one("output", &["hr_manifest"]);
-    assert_eq!(attr(&hr, "value").map(|e| e.to_string()).as_deref(), Some("helm_release.karpenter.manifest"));
-    let iam = attr(&one("output", &["karpenter_iam"]), "value").map(|e| e.to_string()).unwrap_or_default();
-    assert!(iam.contains("aws_iam_policy.karpenter_contoller.policy"), "{iam}");
+    assert_eq!(
+        attr(&hr, "value").map(|e| e.to_string()).as_deref(),
+        Some("helm_release.karpenter.manifest")
+    );
+    let iam = attr(&one("output", &["karpenter_iam"]), "value")
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        iam.contains("aws_iam_policy.karpenter_contoller.policy"),
+        "{iam}"
+    );
 }
 
 #[test]
@@ -101,11 +131,19 @@ fn module_and_resource_addresses_are_the_guides() {
     let m = one("module", &["iam_assumable_role_karpenter"]);
     assert_eq!(
         attr(&m, "source"),
-        Some(&Expression::String("terraform-aws-modules/iam/aws//modules/iam-assumable-role-with-oidc".into()))
+        Some(&Expression::String(
+            "terraform-aws-modules/iam/aws//modules/iam-assumable-role-with-oidc".into()
+        ))
     );
-    assert_eq!(attr(&m, "version"), Some(&Expression::String("4.7.0".into())));
+    assert_eq!(
+        attr(&m, "version"),
+        Some(&Expression::String("4.7.0".into()))
+    );
     assert_eq!(blocks("module").len(), 1);
-    let resources: BTreeSet<String> = blocks("resource").iter().map(|b| labels(b).join(".")).collect();
+    let resources: BTreeSet<String> = blocks("resource")
+        .iter()
+        .map(|b| labels(b).join("."))
+        .collect();
     let want: BTreeSet<String> = [
         "aws_iam_instance_profile.karpenter",
         "aws_iam_policy.karpenter_contoller",
@@ -119,14 +157,40 @@ fn module_and_resource_addresses_are_the_guides() {
     .collect();
     assert_eq!(resources, want);
     let data: BTreeSet<String> = blocks("data").iter().map(|b| labels(b).join(".")).collect();
-    assert_eq!(data, ["aws_eks_cluster.cluster".to_string()].into_iter().collect());
+    assert_eq!(
+        data,
+        ["aws_eks_cluster.cluster".to_string()]
+            .into_iter()
+            .collect()
+    );
     // The attachments attach what their names say.
-    let a = one("resource", &["aws_iam_role_policy_attachment", "karpenter_contoller_policy_attachment"]);
-    assert_eq!(attr(&a, "policy_arn").map(|e| e.to_string()).as_deref(), Some("aws_iam_policy.karpenter_contoller.arn"));
-    assert_eq!(attr(&a, "role").map(|e| e.to_string()).as_deref(), Some("module.iam_assumable_role_karpenter.iam_role_name"));
-    let s = one("resource", &["aws_iam_role_policy_attachment", "karpenter_ssm_policy"]);
-    assert_eq!(attr(&s, "policy_arn").map(|e| e.to_string()).as_deref(), Some("aws_iam_policy.ssm_managed_instance.arn"));
-    assert_eq!(attr(&s, "role").map(|e| e.to_string()).as_deref(), Some("var.worker_iam_role_name"));
+    let a = one(
+        "resource",
+        &[
+            "aws_iam_role_policy_attachment",
+            "karpenter_contoller_policy_attachment",
+        ],
+    );
+    assert_eq!(
+        attr(&a, "policy_arn").map(|e| e.to_string()).as_deref(),
+        Some("aws_iam_policy.karpenter_contoller.arn")
+    );
+    assert_eq!(
+        attr(&a, "role").map(|e| e.to_string()).as_deref(),
+        Some("module.iam_assumable_role_karpenter.iam_role_name")
+    );
+    let s = one(
+        "resource",
+        &["aws_iam_role_policy_attachment", "karpenter_ssm_policy"],
+    );
+    assert_eq!(
+        attr(&s, "policy_arn").map(|e| e.to_string()).as_deref(),
+        Some("aws_iam_policy.ssm_managed_instance.arn")
+    );
+    assert_eq!(
+        attr(&s, "role").map(|e| e.to_string()).as_deref(),
+        Some("var.worker_iam_role_name")
+    );
 }
 
 /// `"${path.module}/REL"` as a path inside the module folder.
@@ -140,7 +204,8 @@ fn module_path(e: &Expression) -> PathBuf {
 }
 
 fn canonical(p: &Path) -> PathBuf {
-    p.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    p.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 #[test]
@@ -152,12 +217,21 @@ fn controller_policy_is_the_committed_one_with_its_two_parameters() {
     assert_eq!(call.name.name.as_str(), "templatefile");
     assert_eq!(call.args.len(), 2);
     let file = module_path(&call.args[0]);
-    assert_eq!(canonical(&file), canonical(&repo_root().join("manifests/iam/controller-policy.json")));
+    assert_eq!(
+        canonical(&file),
+        canonical(&repo_root().join("manifests/iam/controller-policy.json"))
+    );
     let Expression::Object(vars) = &call.args[1] else {
         panic!("templatefile's variables are not an object");
     };
     let names: BTreeSet<String> = vars.keys().map(|k| k.to_string()).collect();
-    assert_eq!(names, ["cluster_name", "node_role_arn"].map(String::from).into_iter().collect());
+    assert_eq!(
+        names,
+        ["cluster_name", "node_role_arn"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
     // The template uses exactly those parameters and nothing else Terraform would interpolate.
     let text = std::fs::read_to_string(&file).expect("policy");
     let used: BTreeSet<String> = text
@@ -175,24 +249,36 @@ fn controller_policy_is_the_committed_one_with_its_two_parameters() {
     )
     .expect("render");
     let actions = karpenter::cloud::iam::policy_actions(&rendered).expect("actions");
-    let mut want: Vec<String> = karpenter::cloud::iam::IAM_ACTIONS.iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = karpenter::cloud::iam::IAM_ACTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     want.sort();
     let mut actions = actions;
     actions.sort();
     actions.dedup();
     assert_eq!(actions, want);
     // The node role the policy may pass is the worker role of the instance profile.
-    let node_role = attr(&one("locals", &[]), "node_role_arn").map(|e| e.to_string()).unwrap_or_default();
-    assert!(node_role.contains("var.worker_iam_role_name"), "{node_role}");
+    let node_role = attr(&one("locals", &[]), "node_role_arn")
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        node_role.contains("var.worker_iam_role_name"),
+        "{node_role}"
+    );
     let profile = one("resource", &["aws_iam_instance_profile", "karpenter"]);
-    assert_eq!(attr(&profile, "role").map(|e| e.to_string()).as_deref(), Some("var.worker_iam_role_name"));
+    assert_eq!(
+        attr(&profile, "role").map(|e| e.to_string()).as_deref(),
+        Some("var.worker_iam_role_name")
+    );
     // The SSM policy is a policy document.
     let ssm = one("resource", &["aws_iam_policy", "ssm_managed_instance"]);
     let Some(Expression::FuncCall(f)) = attr(&ssm, "policy") else {
         panic!("ssm policy is not file(...)");
     };
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(module_path(&f.args[0])).expect("read"))
-        .expect("ssm policy is JSON");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(module_path(&f.args[0])).expect("read"))
+            .expect("ssm policy is JSON");
     assert_eq!(doc["Version"], "2012-10-17");
 }
 
@@ -200,9 +286,20 @@ fn controller_policy_is_the_committed_one_with_its_two_parameters() {
 fn helm_release_installs_our_chart_with_values_the_chart_knows() {
     let release = one("resource", &["helm_release", "karpenter"]);
     let chart = attr(&release, "chart").expect("chart");
-    assert_eq!(canonical(&module_path(chart)), canonical(&karpenter_e2e::helm::chart_dir()));
-    for (key, var) in [("name", "var.helm_name"), ("namespace", "var.helm_namespace"), ("create_namespace", "var.helm_create_namespace")] {
-        assert_eq!(attr(&release, key).map(|e| e.to_string()).as_deref(), Some(var), "{key}");
+    assert_eq!(
+        canonical(&module_path(chart)),
+        canonical(&karpenter_e2e::helm::chart_dir())
+    );
+    for (key, var) in [
+        ("name", "var.helm_name"),
+        ("namespace", "var.helm_namespace"),
+        ("create_namespace", "var.helm_create_namespace"),
+    ] {
+        assert_eq!(
+            attr(&release, key).map(|e| e.to_string()).as_deref(),
+            Some(var),
+            "{key}"
+        );
     }
     // values = [yamlencode({...})]: every key path it sets is in the chart's schema.
     let Some(Expression::Array(values)) = attr(&release, "values") else {
@@ -213,7 +310,8 @@ fn helm_release_installs_our_chart_with_values_the_chart_knows() {
     };
     assert_eq!(enc.name.name.as_str(), "yamlencode");
     let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(karpenter_e2e::helm::chart_dir().join("values.schema.json")).expect("schema"),
+        &std::fs::read_to_string(karpenter_e2e::helm::chart_dir().join("values.schema.json"))
+            .expect("schema"),
     )
     .expect("JSON");
     fn walk(e: &Expression, schema: &Value, path: String, out: &mut Vec<String>) {
@@ -234,17 +332,34 @@ fn helm_release_installs_our_chart_with_values_the_chart_knows() {
     set.sort();
     assert_eq!(
         set,
-        ["aws.defaultInstanceProfile", "clusterCABundle", "clusterEndpoint", "clusterName", "serviceAccount.roleArn"]
+        [
+            "aws.defaultInstanceProfile",
+            "clusterCABundle",
+            "clusterEndpoint",
+            "clusterName",
+            "serviceAccount.roleArn"
+        ]
     );
     // The IRSA subject is the chart's controller ServiceAccount: <release>-controller.
     let m = one("module", &["iam_assumable_role_karpenter"]);
-    let subjects = attr(&m, "oidc_fully_qualified_subjects").map(|e| e.to_string()).unwrap_or_default();
-    assert!(subjects.contains("system:serviceaccount:${var.helm_namespace}:${local.service_account}"), "{subjects}");
-    let sa = attr(&one("locals", &[]), "service_account").map(|e| e.to_string()).unwrap_or_default();
+    let subjects = attr(&m, "oidc_fully_qualified_subjects")
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        subjects.contains("system:serviceaccount:${var.helm_namespace}:${local.service_account}"),
+        "{subjects}"
+    );
+    let sa = attr(&one("locals", &[]), "service_account")
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert_eq!(sa, "\"${var.helm_name}-controller\"");
     let home = karpenter_e2e::Scratch::new("tf-helm").expect("scratch");
-    let rendered = karpenter_e2e::helm::template(&home.0, &["clusterName=c"]).expect("helm template");
-    assert!(rendered.contains("kind: ServiceAccount\nmetadata:\n  name: karpenter-controller\n"), "the chart's controller ServiceAccount is <release>-controller");
+    let rendered =
+        karpenter_e2e::helm::template(&home.0, &["clusterName=c"]).expect("helm template");
+    assert!(
+        rendered.contains("kind: ServiceAccount\nmetadata:\n  name: karpenter-controller\n"),
+        "the chart's controller ServiceAccount is <release>-controller"
+    );
 }
 
 #[test]
@@ -252,7 +367,10 @@ fn readme_lists_every_input_and_output() {
     let readme = std::fs::read_to_string(module_dir().join("README.md")).expect("README.md");
     for b in blocks("variable").iter().chain(blocks("output").iter()) {
         let name = labels(b).join("");
-        assert!(readme.contains(&format!("| `{name}` |")), "README.md does not list {name}");
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README.md does not list {name}"
+        );
     }
     assert!(readme.contains("terraform destroy") && !readme.contains("tterraform"));
 }

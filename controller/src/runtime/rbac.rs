@@ -47,7 +47,11 @@ pub struct ApiCall {
     pub scope: Scope,
 }
 
-const fn call(group: &'static str, resource: &'static str, verbs: &'static [&'static str]) -> ApiCall {
+const fn call(
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+) -> ApiCall {
     ApiCall {
         group,
         resource,
@@ -64,7 +68,11 @@ pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
     call("", "pods", WATCH),
     call("", "pods/binding", &["create"]),
     call("", "pods/eviction", &["create"]),
-    call("", "nodes", &["create", "delete", "get", "list", "patch", "watch"]),
+    call(
+        "",
+        "nodes",
+        &["create", "delete", "get", "list", "patch", "watch"],
+    ),
     call("", "nodes/status", &["patch"]),
     call("apps", "daemonsets", WATCH),
     call("policy", "poddisruptionbudgets", WATCH),
@@ -134,7 +142,9 @@ mod tests {
 
     #[test]
     fn verbs_are_sorted_known_and_unique() {
-        let known = ["create", "delete", "get", "list", "patch", "update", "watch"];
+        let known = [
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
         for c in CONTROLLER_API_CALLS.iter().chain(WEBHOOK_API_CALLS) {
             assert!(c.verbs.windows(2).all(|w| w[0] < w[1]), "{c:?}");
             assert!(c.verbs.iter().all(|v| known.contains(v)), "{c:?}");
@@ -144,7 +154,11 @@ mod tests {
     #[test]
     fn a_watch_is_always_a_list_too() {
         for c in CONTROLLER_API_CALLS.iter().chain(WEBHOOK_API_CALLS) {
-            assert_eq!(c.verbs.contains(&"watch"), c.verbs.contains(&"list"), "{c:?}");
+            assert_eq!(
+                c.verbs.contains(&"watch"),
+                c.verbs.contains(&"list"),
+                "{c:?}"
+            );
         }
     }
 
