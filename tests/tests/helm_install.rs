@@ -325,3 +325,101 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
     cp.kubectl_ok(&["get", "crd", "provisioners.karpenter.sh"])
         .expect("CRDs stay");
 }
+
+/// The README's plain `kubectl apply` install, run as written (bash, openssl, sed, the real
+/// kubectl) against a fresh API server: the committed rendering, filled with a certificate, is
+/// accepted, and the webhook configurations carry that certificate.
+#[test]
+fn kubectl_apply_of_the_rendering_filled_as_the_readme_says() {
+    let readme =
+        std::fs::read_to_string(karpenter_e2e::repo_root().join("README.md")).expect("README");
+    let section = readme
+        .split("**Plain `kubectl apply`**")
+        .nth(1)
+        .expect("the README's kubectl apply install");
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("its sh block");
+    assert!(
+        script.contains("kubectl apply -f karpenter.yaml"),
+        "{script}"
+    );
+    let cp = ControlPlane::start(Options::default().without_crds()).expect("control plane");
+    let work = karpenter_e2e::Scratch::new("kubectl-apply").expect("scratch");
+    std::os::unix::fs::symlink(
+        karpenter_e2e::repo_root().join("manifests"),
+        work.0.join("manifests"),
+    )
+    .expect("symlink manifests");
+    let bins = karpenter_e2e::controlplane::component_dir().expect("components");
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &format!("CLUSTER=e2e\n{script}")])
+        .current_dir(&work.0)
+        .env("PATH", path)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "the README's commands failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crt = std::fs::read(work.0.join("tls.crt")).expect("tls.crt");
+    let crt_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &crt);
+    // The certificate is valid for the Service's DNS name and is its own trust anchor.
+    let check = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-checkhost",
+            "karpenter-webhook.karpenter.svc",
+            "-in",
+            "tls.crt",
+        ])
+        .current_dir(&work.0)
+        .output()
+        .expect("openssl");
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("does match"),
+        "{check:?}"
+    );
+    let secret = cp
+        .get_json(&["-n", NS, "secret", "karpenter-webhook-cert"])
+        .expect("Secret");
+    assert_eq!(secret["data"]["tls.crt"], crt_b64.as_str());
+    assert!(secret["data"]["tls.key"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty()));
+    for (kind, name) in [
+        (
+            "mutatingwebhookconfiguration",
+            "defaulting.webhook.karpenter.sh",
+        ),
+        (
+            "validatingwebhookconfiguration",
+            "validation.webhook.karpenter.sh",
+        ),
+        (
+            "validatingwebhookconfiguration",
+            "cluster-autoscaler-guard.webhook.karpenter.sh",
+        ),
+    ] {
+        let cfg = cp.get_json(&[kind, name]).expect("applied");
+        for h in cfg["webhooks"].as_array().expect("webhooks") {
+            assert_eq!(h["clientConfig"]["caBundle"], crt_b64.as_str(), "{name}");
+        }
+    }
+    let args = deployment_args(&cp, "karpenter-controller");
+    assert!(args.iter().any(|a| a == "--cluster-name=e2e"), "{args:?}");
+    cp.kubectl_ok(&["get", "crd", "provisioners.karpenter.sh"])
+        .expect("CRDs applied");
+}
