@@ -304,6 +304,16 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
         "a call the ClusterRole does not allow:\n{clog}"
     );
 
+    // The controller saw the chart's own pending pods and refused to launch for them: their
+    // affinity excludes every node a Provisioner makes.
+    let refused = clog
+        .lines()
+        .find(|l| l.contains(&format!("Could not schedule pod {NS}/karpenter-")))
+        .unwrap_or_else(|| panic!("the chart's pods were not considered:\n{clog}"));
+    assert!(
+        refused.contains("karpenter.sh/provisioner-name"),
+        "{refused}"
+    );
     // The chart's own pods exist (kube-controller-manager made them), never ran on a node
     // Karpenter made, and were no reason to launch one: the walkthrough's nodes were all gone.
     let pods = cp.get_json(&["-n", NS, "pods"]).expect("pods");
