@@ -53,6 +53,43 @@ fn helm_install_then_the_walkthrough_under_the_charts_service_accounts() {
     .expect("control plane");
     let home = karpenter_e2e::Scratch::new("helm-install").expect("scratch");
     let chart = helm::chart_dir().display().to_string();
+    // Bad values fail `helm install` itself, naming the value.
+    for (bad, field) in [
+        (vec!["--set", "serviceAccount.roleArn=karpenter"], "roleArn"),
+        (vec![], "clusterName"),
+    ] {
+        let mut args = vec![
+            "install",
+            helm::RELEASE,
+            chart.as_str(),
+            "--namespace",
+            NS,
+            "--create-namespace",
+        ];
+        if field != "clusterName" {
+            args.extend(["--set", "clusterName=e2e"]);
+        }
+        args.extend(bad.iter().copied());
+        let out = helm::helm(&home.0, Some(&cp.kubeconfig), &args).expect("run helm");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(field),
+            "{args:?}: {err}"
+        );
+    }
+    // No release and none of its objects (helm installs `crds/` before it renders the
+    // templates, so the CRDs may already be there).
+    let status = helm::helm(
+        &home.0,
+        Some(&cp.kubeconfig),
+        &["status", helm::RELEASE, "-n", NS],
+    )
+    .expect("run helm");
+    assert!(!status.status.success(), "a release was recorded");
+    let left = cp
+        .kubectl_ok(&["get", "deployments,serviceaccounts", "-A", "-o", "name"])
+        .expect("kubectl");
+    assert!(!left.contains("karpenter-"), "{left}");
     let started = std::time::Instant::now();
     let out = helm::helm_ok(
         &home.0,
