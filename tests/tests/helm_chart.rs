@@ -853,3 +853,30 @@ fn every_value_is_documented_and_in_the_schema() {
         assert!(documented, "values.yaml: {path} has no `# --` comment");
     }
 }
+
+#[test]
+fn an_existing_certificate_secret_replaces_the_generated_one() {
+    let docs = render(&[
+        "webhook.tls.existingSecret=my-webhook-cert",
+        "webhook.tls.caBundle=QUJD",
+    ]);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Secret"),
+        "no generated Secret"
+    );
+    let d = named(&docs, "Deployment", "karpenter-webhook");
+    let volumes = d["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "my-webhook-cert"),
+        "{volumes:?}"
+    );
+    let clients = clients(&docs);
+    assert_eq!(clients.len(), 3);
+    for (name, cc) in clients {
+        assert_eq!(cc.ca_bundle.map(|b| b.0), Some(b"ABC".to_vec()), "{name}");
+    }
+}
