@@ -42,6 +42,18 @@ if cargo tree --workspace --all-features -e normal,build -i ring 2>/dev/null | g
 fi
 echo "ring: absent"
 
+step "Terraform module formatting (hclfmt: the HCL formatter terraform fmt is built on)"
+# No terraform or tofu binary is built here (their Go modules are large); hclfmt v2.25.0 from
+# github.com/hashicorp/hcl/v2 applies the same hclwrite formatting, and builds in under a minute.
+HCLFMT_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/karpenter-rs/bin/hclfmt-v2.25.0"
+if [ ! -x "$HCLFMT_DIR/hclfmt" ]; then
+  GOBIN="$HCLFMT_DIR" go install github.com/hashicorp/hcl/v2/cmd/hclfmt@v2.25.0
+fi
+for f in manifests/terraform/*.tf; do
+  diff -u "$f" <("$HCLFMT_DIR/hclfmt" "$f") || { echo "$f is not formatted: $HCLFMT_DIR/hclfmt -w $f"; exit 1; }
+done
+echo "terraform: formatted"
+
 # Build every test target and the binaries the end-to-end tests run, with the features the
 # test run uses (dev-dependencies change feature unification, so a plain `cargo build` would
 # compile the AWS SDK a second time).
@@ -54,3 +66,4 @@ cargo test --workspace -j"$JOBS"
 step "generated artifacts are up to date"
 "$VENV/bin/python" controller/scripts/gen_catalog.py --check
 echo "catalog: up to date"
+

@@ -732,6 +732,17 @@ impl ControlPlane {
     /// 127.0.0.1, `--kubeconfig` set to the admin's, and `extra` flags), supervised like the
     /// other components, and returns its HTTPS address once it listens.
     pub fn start_webhook(&self, name: &str, extra: &[&str]) -> Result<WebhookProcess, E2eError> {
+        self.start_webhook_as(name, &self.kubeconfig, extra)
+    }
+
+    /// Like [`ControlPlane::start_webhook`], with the cluster credentials of `kubeconfig`
+    /// (e.g. a ServiceAccount's from [`ControlPlane::service_account_kubeconfig`]).
+    pub fn start_webhook_as(
+        &self,
+        name: &str,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<WebhookProcess, E2eError> {
         let (cert, key) = self.pki.serving_cert(&["127.0.0.1", "localhost"])?;
         let cert_file = self.dir.join(format!("{name}.crt"));
         let key_file = self.dir.join(format!("{name}.key"));
@@ -742,7 +753,7 @@ impl ControlPlane {
             format!("--tls-key-file={}", key_file.display()),
             "--listen=127.0.0.1:0".to_string(),
             "--admin-listen=127.0.0.1:0".to_string(),
-            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
             "--log-level=info".to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));

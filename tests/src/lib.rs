@@ -7,6 +7,8 @@
 //! webhook have integration tests of their own.
 
 pub mod controlplane;
+pub mod helm;
+pub mod walkthrough;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -196,6 +198,7 @@ pub struct Webhook {
     /// The HTTPS admission address.
     pub addr: SocketAddr,
     config: Arc<ClientConfig>,
+    server_name: String,
     _dir: Scratch,
 }
 
@@ -271,14 +274,22 @@ impl Webhook {
             child,
             addr,
             config: pki.client_config()?,
+            server_name: "localhost".to_string(),
             _dir: dir,
         })
+    }
+
+    /// The DNS name [`Webhook::post`] asks for and verifies (`localhost` unless changed).
+    pub fn with_server_name(mut self, name: &str) -> Self {
+        self.server_name = name.to_string();
+        self
     }
 
     /// POSTs `body` as JSON to `path` over TLS and returns the status and the JSON answer.
     pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), E2eError> {
         let body = serde_json::to_vec(body).map_err(|e| E2eError::BadResponse(e.to_string()))?;
-        let name = ServerName::try_from("localhost").map_err(|e| E2eError::Tls(e.to_string()))?;
+        let name = ServerName::try_from(self.server_name.clone())
+            .map_err(|e| E2eError::Tls(e.to_string()))?;
         let conn = ClientConnection::new(self.config.clone(), name)
             .map_err(|e| E2eError::Tls(e.to_string()))?;
         let tcp = TcpStream::connect(self.addr).map_err(io("connect to the webhook"))?;
@@ -286,8 +297,9 @@ impl Webhook {
             .map_err(io("set a read timeout"))?;
         let mut tls = StreamOwned::new(conn, tcp);
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.server_name,
             body.len()
         );
         tls.write_all(head.as_bytes())

@@ -193,7 +193,7 @@ async fn run(mut args: Args) -> Result<(), RunError> {
         let elector = lease::Elector::new(
             client.clone(),
             &args.leader_election_namespace,
-            "karpenter-leader-election",
+            karpenter::runtime::rbac::LEADER_ELECTION_LEASE,
             &identity,
             lease::LeaseTimings::default(),
         );

@@ -6,9 +6,11 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`feed`]: watches that keep the cluster index warm.
 //! - [`writer`]: the lifecycle loops' Kubernetes changes over kube-rs.
+//! - [`rbac`]: the API calls all of the above make (what the Helm chart's RBAC grants).
 
 pub mod admin;
 pub mod feed;
 pub mod lease;
 pub mod metrics;
+pub mod rbac;
 pub mod writer;
