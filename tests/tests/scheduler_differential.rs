@@ -217,7 +217,7 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
         }
         groups.push((cpu, pods));
     }
-    groups.sort_by(|a, b| b.0.cmp(&a.0));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.0));
     Scenario {
         seed,
         ns,
