@@ -305,10 +305,10 @@ fn flatten(v: Value, out: &mut Vec<Value>) {
         return;
     }
     match v {
-        Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("List") => {
-            if let Some(items) = o.get("items").and_then(Value::as_array) {
+        Value::Object(mut o) if o.get("kind").and_then(Value::as_str) == Some("List") => {
+            if let Some(Value::Array(items)) = o.remove("items") {
                 for i in items {
-                    flatten(i.clone(), out);
+                    flatten(i, out);
                 }
             }
         }
@@ -335,7 +335,8 @@ fn name_of(doc: &Value) -> String {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(doc: &Value, notes: &mut Vec<String>) -> Option<T> {
-    match serde_json::from_value(doc.clone()) {
+    // From a borrowed Value: no copy of the document first.
+    match T::deserialize(doc) {
         Ok(v) => Some(v),
         Err(e) => {
             notes.push(format!(
