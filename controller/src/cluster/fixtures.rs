@@ -78,6 +78,11 @@ pub fn provisioner(name: &str) -> Provisioner {
             Requirement::new(labels::CAPACITY_TYPE, "In", &["on-demand"]),
         ],
         ttl_seconds_after_empty: Some(30),
+        provider_ref: Some(crate::api::provisioner::ProviderRef {
+            kind: None,
+            name: "default".into(),
+            api_version: None,
+        }),
         ..Default::default()
     };
     default_provisioner(&mut spec);

@@ -29,7 +29,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::api::labels;
-use crate::api::provisioner::Taint;
+use crate::api::provisioner::{Condition, Taint};
+use crate::api::validation::validate_provisioner;
 use crate::api::{Provisioner, Quantity};
 use crate::cloud::provider::PROVISIONER_TAG;
 use crate::cloud::provider::{CloudError, CloudProvider, Instance, NodeRequest};
@@ -125,6 +126,9 @@ pub struct RoundReport {
     /// Pods nominated to existing Ready nodes (kube-scheduler binds them), by node.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub nominated: BTreeMap<String, Vec<String>>,
+    /// Provisioners left out because validation refuses them, with the errors.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub invalid_provisioners: BTreeMap<String, String>,
 }
 
 /// The provisioning loop over its seams.
@@ -234,6 +238,13 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
                 .cloned()
                 .collect()
         };
+        // A Provisioner the webhook would refuse (stored before it ran, or with it off)
+        // launches nothing: its owner gets an Event and a Ready=False condition saying why.
+        let provisioners = self.gate_invalid(provisioners, now, &mut report).await?;
+        let valid: BTreeSet<String> = provisioners
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
         let mut by_provisioner = BTreeMap::new();
         for p in &provisioners {
             let name = p.metadata.name.clone().unwrap_or_default();
@@ -256,6 +267,10 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             },
             &all_types,
         );
+        let mut snapshot = snapshot;
+        snapshot
+            .provisioners
+            .retain(|p| p.metadata.name.as_ref().is_some_and(|n| valid.contains(n)));
         report.pods = snapshot.pods.len();
         if snapshot.pods.is_empty() {
             return Ok(report);
@@ -561,6 +576,89 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The provisioners that pass validation. Each invalid one gets `Ready=False` (reason
+    /// `Invalid`, the errors as the message) and a Warning Event when that changes; a valid one
+    /// marked invalid before gets `Ready=True` back.
+    async fn gate_invalid(
+        &self,
+        provisioners: Vec<Provisioner>,
+        now: Timestamp,
+        report: &mut RoundReport,
+    ) -> Result<Vec<Provisioner>, LifecycleError> {
+        let mut valid = Vec::with_capacity(provisioners.len());
+        for p in provisioners {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let checked = validate_provisioner(&p);
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            if checked.is_valid() {
+                if ready.is_some_and(|c| c.status == "False") {
+                    let condition = Condition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        last_transition_time: Some(super::clock::format(now)),
+                        ..Default::default()
+                    };
+                    match self
+                        .writer
+                        .set_provisioner_condition(&name, &condition)
+                        .await
+                    {
+                        Ok(()) | Err(WriteError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                valid.push(p);
+                continue;
+            }
+            let message = checked
+                .errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            report
+                .invalid_provisioners
+                .insert(name.clone(), message.clone());
+            if ready.and_then(|c| c.message.as_deref()) == Some(message.as_str())
+                && ready.is_some_and(|c| c.status == "False")
+            {
+                continue;
+            }
+            warn!(
+                target: "controller.provisioning",
+                provisioner = name.as_str(),
+                "Provisioner {name} is invalid and launches nothing: {message}"
+            );
+            let condition = Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: Some("Invalid".into()),
+                message: Some(message.clone()),
+                last_transition_time: Some(super::clock::format(now)),
+                ..Default::default()
+            };
+            match self
+                .writer
+                .set_provisioner_condition(&name, &condition)
+                .await
+            {
+                Ok(()) | Err(WriteError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.event(Event {
+                regarding: ObjectRef::provisioner(&name),
+                type_: EventType::Warning,
+                reason: "InvalidProvisioner".into(),
+                message: format!("launches nothing until fixed: {message}"),
+            })
+            .await?;
+        }
+        Ok(valid)
     }
 
     async fn event(&self, e: Event) -> Result<(), LifecycleError> {

@@ -182,6 +182,67 @@ fn events(w: &InMemoryWriter, reason: &str) -> Vec<Event> {
 // === provisioning ===
 
 #[test]
+fn an_invalid_stored_provisioner_launches_nothing_and_says_why_once() {
+    let world = World::new();
+    {
+        // Both provider and providerRef: the webhook refuses it; it may be stored from before.
+        let mut c = world.cluster.write();
+        let mut p = c.provisioner("default").unwrap().clone();
+        p.spec.provider = Some(Default::default());
+        c.apply(Resource::Provisioner(Box::new(p)));
+    }
+    let (lc, w) = world.lifecycle();
+    world.add_pods(3, "1");
+    assert!(lc.provisioning.observe().is_some());
+    world.advance(2);
+    let report = block_on(lc.provisioning.reconcile()).unwrap().unwrap();
+    assert!(report.launched.is_empty());
+    assert!(world.instances().is_empty());
+    let why = &report.invalid_provisioners["default"];
+    assert!(why.contains("provider"), "{why}");
+    let ready = |w: &World| {
+        w.cluster
+            .read()
+            .provisioner("default")
+            .unwrap()
+            .status
+            .clone()
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+    };
+    let c = ready(&world).expect("Ready condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("Invalid"))
+    );
+    assert_eq!(c.message.as_deref(), Some(why.as_str()));
+    let e = events(&w, "InvalidProvisioner");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].regarding.kind, "Provisioner");
+    // The pods are reported as fitting nowhere, not silently dropped.
+    assert!(!report.decision.unschedulable.is_empty() || report.pods == 3);
+    // Another round: no second Event while nothing changed.
+    world.advance(2);
+    let _ = block_on(lc.provisioning.round()).unwrap();
+    assert_eq!(events(&w, "InvalidProvisioner").len(), 1);
+    // Fixed: Ready again, and the pods get their nodes.
+    {
+        let mut c = world.cluster.write();
+        let mut p = c.provisioner("default").unwrap().clone();
+        p.spec.provider = None;
+        c.apply(Resource::Provisioner(Box::new(p)));
+    }
+    world.advance(2);
+    let report = block_on(lc.provisioning.round()).unwrap();
+    assert!(report.invalid_provisioners.is_empty());
+    assert!(!report.launched.is_empty());
+    assert_eq!(ready(&world).map(|c| c.status), Some("True".to_string()));
+    assert_eq!(world.bound(), 3);
+}
+
+#[test]
 fn the_batch_waits_for_the_idle_window_then_provisions_and_binds() {
     let world = World::new();
     let (lc, _) = world.lifecycle();

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{NodeSpec, Pod, PodStatus, Taint as KubeTaint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
+use crate::api::provisioner::Condition;
 use crate::api::{ProvisionerStatus, Quantity};
 use crate::cluster::{nodes, pods, Kind, Resource, SharedCluster};
 
@@ -37,6 +38,15 @@ pub struct ObjectRef {
 // === impl ObjectRef ===
 
 impl ObjectRef {
+    /// A Provisioner.
+    pub fn provisioner(name: &str) -> Self {
+        Self {
+            kind: "Provisioner",
+            namespace: None,
+            name: name.to_string(),
+        }
+    }
+
     /// A Node.
     pub fn node(name: &str) -> Self {
         Self {
@@ -55,6 +65,17 @@ impl ObjectRef {
             name: name.to_string(),
         }
     }
+}
+
+/// `conditions` with `condition` in place of the one of its type (appended when absent).
+pub fn with_condition(conditions: &[Condition], condition: &Condition) -> Vec<Condition> {
+    let mut out: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != condition.type_)
+        .cloned()
+        .collect();
+    out.push(condition.clone());
+    out
 }
 
 /// `Normal` or `Warning`.
@@ -178,6 +199,13 @@ pub trait KubeWriter: Send + Sync {
         &self,
         provisioner: &str,
         resources: &BTreeMap<String, Quantity>,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Sets one condition (by type) in a Provisioner's status, keeping the others.
+    fn set_provisioner_condition(
+        &self,
+        provisioner: &str,
+        condition: &Condition,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Records an Event.
@@ -424,6 +452,25 @@ impl KubeWriter for InMemoryWriter {
         p.status
             .get_or_insert_with(ProvisionerStatus::default)
             .resources = resources.clone();
+        c.apply(Resource::Provisioner(Box::new(p)));
+        Ok(())
+    }
+
+    async fn set_provisioner_condition(
+        &self,
+        provisioner: &str,
+        condition: &Condition,
+    ) -> Result<(), WriteError> {
+        self.take(|| format!("update the conditions of provisioner {provisioner}"))?;
+        let mut c = self.cluster.write();
+        let Some(mut p) = c.provisioner(provisioner).cloned() else {
+            return Err(WriteError::NotFound {
+                kind: "Provisioner",
+                name: provisioner.to_string(),
+            });
+        };
+        let status = p.status.get_or_insert_with(ProvisionerStatus::default);
+        status.conditions = with_condition(&status.conditions, condition);
         c.apply(Resource::Provisioner(Box::new(p)));
         Ok(())
     }

@@ -13,6 +13,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Reco
 use kube::Client;
 use serde_json::json;
 
+use crate::api::provisioner::Condition;
 use crate::api::{Provisioner, Quantity};
 use crate::lifecycle::{Event, EventType, Eviction, KubeWriter, WriteError};
 
@@ -224,6 +225,40 @@ impl KubeWriter for KubeApiWriter {
                 "Provisioner",
                 provisioner,
                 format!("write the status of provisioner {provisioner}"),
+                e,
+            )
+        })
+    }
+
+    async fn set_provisioner_condition(
+        &self,
+        provisioner: &str,
+        condition: &Condition,
+    ) -> Result<(), WriteError> {
+        let api: Api<Provisioner> = Api::all(self.client.clone());
+        let current = api.get(provisioner).await.map_err(|e| {
+            map_err(
+                "Provisioner",
+                provisioner,
+                format!("read the status of provisioner {provisioner}"),
+                e,
+            )
+        })?;
+        let existing = current.status.map(|s| s.conditions).unwrap_or_default();
+        // A merge patch replaces the list: send it whole, with ours in place.
+        let conditions = crate::lifecycle::writer::with_condition(&existing, condition);
+        api.patch_status(
+            provisioner,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": conditions}})),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            map_err(
+                "Provisioner",
+                provisioner,
+                format!("write the conditions of provisioner {provisioner}"),
                 e,
             )
         })
