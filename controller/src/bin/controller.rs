@@ -246,6 +246,11 @@ async fn aws(
         aws_config,
         Arc::new(karpenter::cloud::provider::SystemClock),
     );
+    // Our launch templates by tag: reused without a lookup, and deleted once unused.
+    match cloud.load_launch_templates().await {
+        Ok(n) => tracing::info!(templates = n, "found launch templates of this cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not list launch templates of this cluster"),
+    }
     let lifecycle = Lifecycle::new(cluster, Arc::new(cloud), writer, clock, config);
     drive(lifecycle, signals, leading, stop, metrics).await;
     Ok(())

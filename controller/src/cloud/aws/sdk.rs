@@ -13,8 +13,8 @@ use crate::cloud::catalog::{AcceleratorInfo, Architecture, AwsInstanceTypeInfo, 
 use crate::cloud::provider::{Instance, InstanceState};
 
 use super::api::{
-    ApiError, Ec2Api, Filter, FleetError, FleetInstance, FleetRequest, FleetResponse,
-    InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
+    ApiError, Ec2Api, Filter, FleetError, FleetInstance, FleetRequest, FleetResponse, Image,
+    InstanceProfileInfo, LaunchTemplateInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
 };
 
 /// The spot product Karpenter's instances run as (Linux in a VPC).
@@ -441,6 +441,50 @@ impl Ec2Api for SdkApi {
         Ok(out)
     }
 
+    async fn describe_images(
+        &self,
+        f: Vec<Filter>,
+        owners: Vec<String>,
+        image_ids: Vec<String>,
+    ) -> Result<Vec<Image>, ApiError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        let ids = (!image_ids.is_empty()).then_some(image_ids);
+        // MaxResults cannot be combined with image IDs.
+        let page_size = if ids.is_some() { None } else { self.page_size };
+        loop {
+            let page = self
+                .ec2
+                .describe_images()
+                .set_filters(filters(f.clone()))
+                .set_owners((!owners.is_empty()).then(|| owners.clone()))
+                .set_image_ids(ids.clone())
+                .set_max_results(page_size)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            out.extend(page.images().iter().filter_map(|i| {
+                Some(Image {
+                    id: i.image_id()?.to_string(),
+                    name: i.name().unwrap_or_default().to_string(),
+                    architecture: i
+                        .architecture()
+                        .map(|a| a.as_str().to_string())
+                        .unwrap_or_default(),
+                    creation_date: i.creation_date().unwrap_or_default().to_string(),
+                })
+            }));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn get_parameter(&self, name: &str) -> Result<String, ApiError> {
         let out = self
             .ssm
@@ -511,6 +555,49 @@ impl Ec2Api for SdkApi {
         }
     }
 
+    async fn describe_launch_templates(
+        &self,
+        f: Vec<Filter>,
+    ) -> Result<Vec<LaunchTemplateInfo>, ApiError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .ec2
+                .describe_launch_templates()
+                .set_filters(filters(f.clone()))
+                .set_max_results(self.page_size)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            out.extend(page.launch_templates().iter().filter_map(|t| {
+                Some(LaunchTemplateInfo {
+                    id: t.launch_template_id()?.to_string(),
+                    name: t.launch_template_name()?.to_string(),
+                    tags: tags_of(t.tags()),
+                })
+            }));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete_launch_template(&self, id: &str) -> Result<(), ApiError> {
+        self.ec2
+            .delete_launch_template()
+            .launch_template_id(id)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
     async fn create_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, ApiError> {
         let mut data = ec2::RequestLaunchTemplateData::builder()
             .image_id(&spec.image_id)
@@ -520,7 +607,20 @@ impl Ec2Api for SdkApi {
                     .build(),
             )
             .set_security_group_ids(Some(spec.security_group_ids.clone()))
-            .user_data(&spec.user_data);
+            .user_data(&spec.user_data)
+            // Network interfaces carry the template's ownership tags (CreateFleet cannot tag
+            // them).
+            .tag_specifications(
+                ec2::LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ec2::ResourceType::NetworkInterface)
+                    .set_tags(Some(sdk_tags(&spec.tags)))
+                    .build(),
+            )
+            .monitoring(
+                ec2::LaunchTemplatesMonitoringRequest::builder()
+                    .enabled(spec.detailed_monitoring)
+                    .build(),
+            );
         if let Some(m) = &spec.metadata_options {
             data = data.metadata_options(
                 ec2::LaunchTemplateInstanceMetadataOptionsRequest::builder()
@@ -625,6 +725,7 @@ impl Ec2Api for SdkApi {
                     })
                     .build(),
             )
+            .tag_specifications(tag_spec(ec2::ResourceType::Fleet))
             .tag_specifications(tag_spec(ec2::ResourceType::Instance))
             .tag_specifications(tag_spec(ec2::ResourceType::Volume));
         call = if spot {
