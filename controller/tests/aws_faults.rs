@@ -20,6 +20,9 @@ use karpenter::cloud::catalog::AwsInstanceTypeInfo;
 use karpenter::cloud::provider::{CloudError, CloudProvider, Instance, ManualClock};
 use support_moto::*;
 
+/// One DescribeImages call: filters, owners, image IDs.
+type ImageQuery = (Vec<Filter>, Vec<String>, Vec<String>);
+
 /// Wraps the SDK API and injects faults into CreateFleet and DescribeSubnets.
 struct FaultyApi {
     inner: SdkApi,
@@ -50,11 +53,15 @@ struct FaultyApi {
     templates: Mutex<HashMap<String, LaunchTemplateSpec>>,
     /// Images DescribeImages answers with instead of moto's (and the queries it got).
     images: Mutex<Option<Vec<Image>>>,
-    image_queries: Mutex<Vec<(Vec<Filter>, Vec<String>, Vec<String>)>>,
+    image_queries: Mutex<Vec<ImageQuery>>,
     /// IDs of the launch templates deleted.
     deleted_templates: Mutex<Vec<String>>,
     /// DescribeSubnets and DescribeSecurityGroups calls that reached the wrapper.
     discovery_calls: AtomicU32,
+    /// What the Pricing API answers (by default what the SDK implementation does: no client).
+    prices: Mutex<Option<Result<HashMap<String, f64>, ApiError>>>,
+    /// The regions prices were asked for.
+    pricing_regions: Mutex<Vec<String>>,
 }
 
 impl FaultyApi {
@@ -77,6 +84,8 @@ impl FaultyApi {
             image_queries: Mutex::default(),
             deleted_templates: Mutex::default(),
             discovery_calls: AtomicU32::new(0),
+            prices: Mutex::default(),
+            pricing_regions: Mutex::default(),
         }
     }
 
@@ -215,6 +224,17 @@ impl Ec2Api for FaultyApi {
             return Ok(i);
         }
         self.inner.describe_images(filters, owners, image_ids).await
+    }
+
+    async fn on_demand_prices(&self, region: &str) -> Result<HashMap<String, f64>, ApiError> {
+        self.pricing_regions
+            .lock()
+            .unwrap()
+            .push(region.to_string());
+        if let Some(answer) = self.prices.lock().unwrap().clone() {
+            return answer;
+        }
+        self.inner.on_demand_prices(region).await
     }
 
     async fn get_parameter(&self, name: &str) -> Result<String, ApiError> {
@@ -495,6 +515,47 @@ fn the_capacity_type_label_is_the_one_launched_after_a_spot_fallback() {
         // The planned max pods of m5.large with the kubelet told not to pick its own.
         assert!(on_demand.contains("--max-pods=29 "), "{on_demand}");
         assert!(on_demand.contains("--use-max-pods false"), "{on_demand}");
+    });
+}
+
+#[test]
+fn labels_the_kubelet_refuses_are_left_to_the_node_object() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        cloud
+            .api()
+            .refuse
+            .lock()
+            .unwrap()
+            .insert("spot".into(), ("MaxSpotInstanceCountExceeded".into(), None));
+        let mut p = provisioner("default", AwsProvider::default());
+        p.spec.labels = [
+            ("node-restriction.kubernetes.io/team", "a"),
+            ("node-role.kubernetes.io/worker", ""),
+            ("team", "a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut r = request(&p, "node-1", &["m5.large"]);
+        r.labels.extend(p.spec.labels.clone());
+        r.capacity_types.insert("spot".into());
+        let i = cloud.create(&r).await.unwrap();
+        assert_eq!(i.capacity_type, "on-demand");
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let ud = user_data_of(&cloud, &fleets[1].configs[0].launch_template_name);
+        assert!(ud.contains("team=a"), "{ud}");
+        assert!(!ud.contains("node-restriction.kubernetes.io"), "{ud}");
+        assert!(!ud.contains("node-role.kubernetes.io"), "{ud}");
+        // The controller's Node object carries them, and the launched capacity type.
+        let node =
+            karpenter::lifecycle::provisioning::node_for_instance(&i, &p, None, String::new());
+        let labels = node.metadata.labels.unwrap();
+        assert_eq!(labels["node-restriction.kubernetes.io/team"], "a");
+        assert_eq!(labels["node-role.kubernetes.io/worker"], "");
+        assert_eq!(labels["karpenter.sh/capacity-type"], "on-demand");
     });
 }
 
@@ -790,12 +851,18 @@ fn unused_launch_templates_are_deleted_and_found_again_by_tag_after_a_restart() 
             .unwrap();
         clock.advance(Duration::from_secs(11 * 60));
         // b went unused for 31 minutes, a for 11: only b goes.
-        assert_eq!(cloud.collect_garbage().await.unwrap(), [b.clone()]);
+        assert_eq!(
+            cloud.collect_garbage().await.unwrap(),
+            std::slice::from_ref(&b)
+        );
         let names = template_names(cloud.api().inner_api()).await;
         assert_eq!(names, [a.clone(), "node-group".to_string()].into());
         // At most one look per interval.
         clock.advance(Duration::from_secs(40 * 60));
-        assert_eq!(cloud.collect_garbage().await.unwrap(), [a.clone()]);
+        assert_eq!(
+            cloud.collect_garbage().await.unwrap(),
+            std::slice::from_ref(&a)
+        );
         assert!(cloud.collect_garbage().await.unwrap().is_empty());
         // A launch that needs a deleted template creates it again.
         cloud
@@ -849,6 +916,80 @@ fn subnets_and_security_groups_are_cached_for_a_minute() {
         );
         cloud.instance_types(&other).await.unwrap();
         assert_eq!(calls(), 5);
+    });
+}
+
+/// The on-demand offering prices of a type, one per zone.
+fn on_demand_prices_of(
+    types: &[karpenter::scheduling::InstanceType],
+    name: &str,
+) -> Vec<(Option<f64>, bool)> {
+    types
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("{name} not offered"))
+        .offerings
+        .iter()
+        .filter(|o| o.capacity_type == "on-demand")
+        .map(|o| (o.price, o.available))
+        .collect()
+}
+
+#[test]
+fn on_demand_prices_come_from_the_pricing_api_with_the_builtin_table_as_fallback() {
+    let m = moto();
+    let clock = Arc::new(ManualClock::new());
+    let mut cfg = config();
+    cfg.region = "eu-west-1".into();
+    let cloud = AwsCloud::new(FaultyApi::new(m.api(None)), cfg, clock.clone());
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        // The region's prices; m5.xlarge is missing from the answer.
+        *cloud.api().prices.lock().unwrap() = Some(Ok([("m5.large".to_string(), 0.107)].into()));
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert_eq!(cloud.api().pricing_regions.lock().unwrap()[0], "eu-west-1");
+        assert!(on_demand_prices_of(&types, "m5.large")
+            .iter()
+            .all(|o| *o == (Some(0.107), true)));
+        // No known price: still offered on-demand, priced as unknown, and launchable.
+        assert!(on_demand_prices_of(&types, "m5.xlarge")
+            .iter()
+            .all(|o| *o == (None, true)));
+        let i = cloud
+            .create(&request(&p, "node-1", &["m5.xlarge"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "m5.xlarge");
+        assert_eq!(i.capacity_type, "on-demand");
+        // Live prices are kept for hours: no second lookup when the type cache expires.
+        clock.advance(Duration::from_secs(301));
+        cloud.instance_types(&p).await.unwrap();
+        assert_eq!(cloud.api().pricing_regions.lock().unwrap().len(), 1);
+    });
+    // The Pricing API unreachable (or not allowed): the built-in table, tried again later.
+    drop(m);
+    let m = moto();
+    let clock = Arc::new(ManualClock::new());
+    let cloud = AwsCloud::new(FaultyApi::new(m.api(None)), config(), clock.clone());
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        *cloud.api().prices.lock().unwrap() = Some(Err(ApiError::new(
+            "AccessDeniedException",
+            "not authorized to perform: pricing:GetProducts",
+        )));
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert!(on_demand_prices_of(&types, "m5.large")
+            .iter()
+            .all(|o| *o == (Some(0.096), true)));
+        *cloud.api().prices.lock().unwrap() = Some(Ok([("m5.large".to_string(), 0.2)].into()));
+        clock.advance(Duration::from_secs(301));
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert!(on_demand_prices_of(&types, "m5.large")
+            .iter()
+            .all(|o| *o == (Some(0.2), true)));
+        assert_eq!(cloud.api().pricing_regions.lock().unwrap().len(), 2);
     });
 }
 

@@ -234,6 +234,7 @@ async fn aws(
     };
     let api = SdkApi::from_environment(&settings).await;
     let mut aws_config = AwsConfig::new(&args.cluster_name);
+    aws_config.region = args.region.clone();
     aws_config.cluster_endpoint = args.cluster_endpoint.clone();
     aws_config.cluster_ca_bundle = args.cluster_ca_bundle.clone();
     aws_config.default_instance_profile = args.default_instance_profile.clone();

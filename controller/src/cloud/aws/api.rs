@@ -5,7 +5,7 @@
 //! tests wrap that implementation to inject faults (capacity errors, throttling) that a moto
 //! server never returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use crate::api::aws::{BlockDeviceMapping, MetadataOptions};
@@ -37,6 +37,9 @@ pub const CAPACITY_ERROR_CODES: &[&str] = &[
     "Unsupported",
     "InsufficientFreeAddressesInSubnet",
 ];
+
+/// The code [`Ec2Api::on_demand_prices`] answers when there is no Pricing API client.
+pub const PRICING_UNAVAILABLE: &str = "PricingUnavailable";
 
 /// Capacity codes that are account-wide quotas of a capacity type: every offering of that
 /// capacity type in the request is marked, whatever override the error names.
@@ -326,6 +329,15 @@ pub trait Ec2Api: Send + Sync {
         owners: Vec<String>,
         image_ids: Vec<String>,
     ) -> impl Future<Output = Result<Vec<Image>, ApiError>> + Send;
+
+    /// Pricing GetProducts: the on-demand USD/hour of every EC2 instance type in `region`
+    /// (Linux, shared tenancy, no pre-installed software). An error (the Pricing API
+    /// unreachable, or no client for it in this build) makes the provider fall back to its
+    /// built-in price table.
+    fn on_demand_prices(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<HashMap<String, f64>, ApiError>> + Send;
 
     /// SSM GetParameter: the parameter's value.
     fn get_parameter(&self, name: &str) -> impl Future<Output = Result<String, ApiError>> + Send;

@@ -197,16 +197,13 @@ impl<A: Ec2Api> AwsCloud<A> {
         for (t, z) in offerings {
             zones.entry(t).or_default().insert(z);
         }
-        let prices: HashMap<&str, Option<f64>> = builtin_us_east_1()?
-            .iter()
-            .map(|i| (i.name.as_str(), i.on_demand_price))
-            .collect();
+        let prices = self.on_demand_prices().await?;
         for info in &mut infos {
             info.zones = zones
                 .get(&info.name)
                 .map(|z| z.iter().cloned().collect())
                 .unwrap_or_default();
-            info.on_demand_price = prices.get(info.name.as_str()).copied().flatten();
+            info.on_demand_price = prices.get(&info.name).copied();
         }
         infos.retain(|i| !i.zones.is_empty());
         infos.sort_by(|a, b| a.name.cmp(&b.name));
@@ -216,6 +213,58 @@ impl<A: Ec2Api> AwsCloud<A> {
             value: value.clone(),
         });
         Ok(value)
+    }
+
+    /// On-demand USD/hour per instance type: from the Pricing API for the configured region
+    /// (cached for `pricing_ttl`), else the built-in table (us-east-1 prices; cached for
+    /// `cache_ttl`, then the API is tried again). A type in neither has no known price.
+    pub async fn on_demand_prices(&self) -> Result<Arc<HashMap<String, f64>>, CloudError> {
+        let now = self.clock.now();
+        if let Some(c) = &lock(&self.caches).on_demand {
+            let (_, live) = c.value.as_ref();
+            let ttl = if *live {
+                self.config.pricing_ttl
+            } else {
+                self.config.cache_ttl
+            };
+            if now.duration_since(c.at) < ttl {
+                return Ok(Arc::new(c.value.0.clone()));
+            }
+        }
+        let region = self.config.region.clone();
+        let value = match self
+            .call("GetProducts", || self.api.on_demand_prices(&region))
+            .await
+        {
+            Ok(p) if !p.is_empty() => (p, true),
+            other => {
+                match &other {
+                    Err(e) if e.code() == Some(super::api::PRICING_UNAVAILABLE) => {
+                        tracing::debug!(error = %e, "using built-in on-demand prices")
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        region = region.as_str(),
+                        "on-demand prices unavailable from the Pricing API; using the built-in table"
+                    ),
+                    Ok(_) => tracing::warn!(
+                        region = region.as_str(),
+                        "the Pricing API knows no prices; using the built-in table"
+                    ),
+                }
+                let builtin = builtin_us_east_1()?
+                    .iter()
+                    .filter_map(|i| Some((i.name.clone(), i.on_demand_price?)))
+                    .collect();
+                (builtin, false)
+            }
+        };
+        let prices = Arc::new(value.0.clone());
+        lock(&self.caches).on_demand = Some(Cached {
+            at: now,
+            value: Arc::new(value),
+        });
+        Ok(prices)
     }
 
     /// Latest spot price per (instance type, zone); cached for `cache_ttl`.

@@ -61,6 +61,8 @@ pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
 pub struct AwsConfig {
     /// Cluster name: the ownership tag and the default discovery tag value.
     pub cluster_name: String,
+    /// AWS region, for region-aware on-demand prices.
+    pub region: String,
     /// API server endpoint written into user data.
     pub cluster_endpoint: String,
     /// Cluster CA bundle (base64) written into user data.
@@ -75,6 +77,9 @@ pub struct AwsConfig {
     pub cache_ttl: Duration,
     /// How long subnets and security groups found by a selector are cached.
     pub discovery_ttl: Duration,
+    /// How long on-demand prices from the Pricing API are cached (a failed lookup falls back
+    /// to the built-in table for `cache_ttl`).
+    pub pricing_ttl: Duration,
     /// Attempts per call on throttling or transient errors (at least 1).
     pub max_attempts: u32,
     /// First backoff; doubled per attempt up to [`AwsConfig::max_backoff`].
@@ -97,6 +102,7 @@ impl AwsConfig {
     pub fn new(cluster_name: &str) -> Self {
         Self {
             cluster_name: cluster_name.to_string(),
+            region: "us-east-1".to_string(),
             cluster_endpoint: String::new(),
             cluster_ca_bundle: String::new(),
             kubernetes_version: "1.27".to_string(),
@@ -104,6 +110,7 @@ impl AwsConfig {
             default_instance_profile: None,
             cache_ttl: Duration::from_secs(300),
             discovery_ttl: Duration::from_secs(60),
+            pricing_ttl: Duration::from_secs(6 * 3600),
             max_attempts: 5,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
@@ -196,6 +203,8 @@ struct Cached<T> {
 #[derive(Default)]
 struct Caches {
     types: Option<Cached<Vec<AwsInstanceTypeInfo>>>,
+    /// On-demand prices per instance type, and whether they came from the Pricing API.
+    on_demand: Option<Cached<(HashMap<String, f64>, bool)>>,
     spot: Option<Cached<HashMap<(String, String), f64>>>,
     amis: HashMap<String, Cached<String>>,
     /// Subnets per selector (as `key=value` text).
@@ -571,9 +580,8 @@ impl<A: Ec2Api> AwsCloud<A> {
             .collect();
         // The zonal subnets where a type can be launched with a capacity type now.
         let usable = |info: &AwsInstanceTypeInfo, ct: &str| -> Vec<(&str, &Subnet)> {
-            if !info.supported_usage_classes.iter().any(|u| u == ct)
-                || (ct == CAPACITY_TYPE_ON_DEMAND && info.on_demand_price.is_none())
-            {
+            // A type without a known price is still launchable (priced as unknown).
+            if !info.supported_usage_classes.iter().any(|u| u == ct) {
                 return vec![];
             }
             zonal
@@ -795,6 +803,9 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                     if o.capacity_type == CAPACITY_TYPE_SPOT {
                         o.price = spot.get(&(t.name.clone(), o.zone.clone())).copied();
                     }
+                    // No known on-demand price: still launchable, priced as unknown (the
+                    // packer ranks it after every priced option).
+                    o.available = true;
                 }
                 Some(t)
             })

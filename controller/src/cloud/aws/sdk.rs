@@ -485,6 +485,15 @@ impl Ec2Api for SdkApi {
         }
     }
 
+    async fn on_demand_prices(&self, _region: &str) -> Result<HashMap<String, f64>, ApiError> {
+        // No aws-sdk-pricing client in this build (it would add another SDK crate to the cold
+        // build): the provider's built-in price table is used.
+        Err(ApiError::new(
+            super::api::PRICING_UNAVAILABLE,
+            "this build has no AWS Pricing API client; using the built-in on-demand prices",
+        ))
+    }
+
     async fn get_parameter(&self, name: &str) -> Result<String, ApiError> {
         let out = self
             .ssm

@@ -73,6 +73,9 @@ pub struct KubeletArgs {
     pub container_runtime: String,
 }
 
+/// A Bottlerocket `[settings.kubernetes.<name>]` table: its name and entries.
+type BottlerocketTable<'a> = (&'static str, &'a BTreeMap<String, String>);
+
 /// The kubelet's default hard eviction thresholds: all four are written out, since a partial
 /// `--eviction-hard` leaves the others unset on some kubelet versions.
 const DEFAULT_EVICTION_HARD: &[(&str, &str)] = &[
@@ -198,7 +201,7 @@ impl KubeletArgs {
 
     /// The same settings as Bottlerocket `[settings.kubernetes]` TOML: the scalar keys, then
     /// the tables (each a `(name, entries)` pair).
-    fn bottlerocket(&self) -> (Vec<String>, Vec<(&'static str, &BTreeMap<String, String>)>) {
+    fn bottlerocket(&self) -> (Vec<String>, Vec<BottlerocketTable<'_>>) {
         let mut scalars = vec![format!("max-pods = {}", self.max_pods)];
         if let Some(ip) = &self.cluster_dns_ip {
             scalars.push(format!("cluster-dns-ip = {}", toml_string(ip)));
@@ -282,6 +285,14 @@ pub fn kubelet_may_set(key: &str) -> bool {
         || domain.ends_with(".node.kubernetes.io")
 }
 
+/// bootstrap.sh writes `--kubelet-extra-args` verbatim into a systemd drop-in
+/// (`Environment='KUBELET_EXTRA_ARGS=...'`), where `%` starts a specifier: a threshold such as
+/// `nodefs.available<10%` would make systemd drop the whole assignment (labels, max pods and
+/// all). `%%` is systemd's literal `%`.
+fn systemd_escape(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -357,7 +368,7 @@ impl Bootstrap<'_> {
             shell_quote(self.cluster_endpoint),
             shell_quote(self.ca_bundle),
             self.bootstrap_args(),
-            shell_quote(&self.kubelet_extra_args()),
+            shell_quote(&systemd_escape(&self.kubelet_extra_args())),
         )
     }
 
@@ -828,7 +839,8 @@ mod tests {
                 };
                 let want = t.allocatable(k.as_ref());
                 // AL2: bootstrap.sh arguments and kubelet flags.
-                let ud = b.al2();
+                // What the kubelet gets once systemd has read the drop-in.
+                let ud = b.al2().replace("%%", "%");
                 assert!(ud.contains("--use-max-pods false"), "{ud}");
                 let max_pods: i64 = flag(&ud, "--max-pods").unwrap().parse().unwrap();
                 let got = kubelet_allocatable(
@@ -902,10 +914,12 @@ mod tests {
             "--image-gc-high-threshold=80",
             "--image-gc-low-threshold=60",
             "--cpu-cfs-quota=false",
-            "--eviction-hard=imagefs.available<15%,memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%",
+            // `%` doubled for the systemd drop-in bootstrap.sh writes the extra args into.
+            "--eviction-hard=imagefs.available<15%%,memory.available<100Mi,nodefs.available<10%%,nodefs.inodesFree<5%%",
         ] {
             assert!(ud.contains(want), "{want} missing from {ud}");
         }
+        assert!(!ud.replace("%%", "").contains('%'), "a lone % in {ud}");
         let toml = b.bottlerocket();
         let t = toml_tables(&toml);
         let k8s = &t["settings.kubernetes"];
@@ -937,7 +951,7 @@ mod tests {
             70,
             1000,
             2500,
-            1024_000,
+            1_024_000,
             574 * (1 << 20) * 1000,
             (1i64 << 30) * 1000,
             1_500_000_123,
