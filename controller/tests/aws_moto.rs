@@ -222,6 +222,13 @@ fn instance_types_come_from_describe_calls_in_subnet_zones() {
             .iter()
             .find(|o| o.capacity_type == "on-demand")
             .unwrap();
+        // moto serves no Pricing API: the real GetProducts call fails and the built-in
+        // price stands in.
+        assert!(
+            karpenter::cloud::aws::Ec2Api::on_demand_prices(cloud.api(), "us-east-1")
+                .await
+                .is_err()
+        );
         assert_eq!(od.price, Some(0.096), "built-in on-demand price");
         let spot = m5
             .offerings

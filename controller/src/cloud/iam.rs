@@ -32,6 +32,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:TerminateInstances",
     "iam:GetInstanceProfile",
     "iam:PassRole",
+    "pricing:GetProducts",
     "ssm:GetParameter",
 ];
 
@@ -173,6 +174,7 @@ mod tests {
                     let a = a.as_str().unwrap();
                     let ok = a.contains(":Describe")
                         || a == "iam:GetInstanceProfile"
+                        || a == "pricing:GetProducts"
                         || [
                             "ec2:CreateFleet",
                             "ec2:CreateLaunchTemplate",

@@ -38,9 +38,6 @@ pub const CAPACITY_ERROR_CODES: &[&str] = &[
     "InsufficientFreeAddressesInSubnet",
 ];
 
-/// The code [`Ec2Api::on_demand_prices`] answers when there is no Pricing API client.
-pub const PRICING_UNAVAILABLE: &str = "PricingUnavailable";
-
 /// Capacity codes that are account-wide quotas of a capacity type: every offering of that
 /// capacity type in the request is marked, whatever override the error names.
 pub const QUOTA_ERROR_CODES: &[&str] = &["MaxSpotInstanceCountExceeded"];
@@ -332,8 +329,7 @@ pub trait Ec2Api: Send + Sync {
 
     /// Pricing GetProducts: the on-demand USD/hour of every EC2 instance type in `region`
     /// (Linux, shared tenancy, no pre-installed software). An error (the Pricing API
-    /// unreachable, or no client for it in this build) makes the provider fall back to its
-    /// built-in price table.
+    /// unreachable or not allowed) makes the provider fall back to its built-in price table.
     fn on_demand_prices(
         &self,
         region: &str,

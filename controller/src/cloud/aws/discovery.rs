@@ -216,8 +216,8 @@ impl<A: Ec2Api> AwsCloud<A> {
     }
 
     /// On-demand USD/hour per instance type: from the Pricing API for the configured region
-    /// (cached for `pricing_ttl`), else the built-in table (us-east-1 prices; cached for
-    /// `cache_ttl`, then the API is tried again). A type in neither has no known price.
+    /// (cached for `pricing_ttl`; a type the API does not price has no known price), else the
+    /// built-in table (us-east-1 prices; cached for `cache_ttl`, then the API is tried again).
     pub async fn on_demand_prices(&self) -> Result<Arc<HashMap<String, f64>>, CloudError> {
         let now = self.clock.now();
         if let Some(c) = &lock(&self.caches).on_demand {
@@ -232,16 +232,16 @@ impl<A: Ec2Api> AwsCloud<A> {
             }
         }
         let region = self.config.region.clone();
+        // One attempt, no retries: prices are optional, the built-in table stands in.
         let value = match self
-            .call("GetProducts", || self.api.on_demand_prices(&region))
+            .api
+            .on_demand_prices(&region)
             .await
+            .map_err(|e| e.into_cloud("GetProducts"))
         {
             Ok(p) if !p.is_empty() => (p, true),
             other => {
                 match &other {
-                    Err(e) if e.code() == Some(super::api::PRICING_UNAVAILABLE) => {
-                        tracing::debug!(error = %e, "using built-in on-demand prices")
-                    }
                     Err(e) => tracing::warn!(
                         error = %e,
                         region = region.as_str(),

@@ -1172,7 +1172,7 @@ impl<A: Ec2Api> AwsCloud<A> {
     }
 }
 
-/// The EC2/SSM operations this module calls, as IAM actions (checked against
+/// The EC2/SSM/IAM/Pricing operations this module calls, as IAM actions (checked against
 /// [`crate::cloud::iam::IAM_ACTIONS`]).
 pub const CALLED_ACTIONS: &[&str] = &[
     "ec2:CreateFleet",
@@ -1188,6 +1188,7 @@ pub const CALLED_ACTIONS: &[&str] = &[
     "ec2:DescribeSubnets",
     "ec2:TerminateInstances",
     "iam:GetInstanceProfile",
+    "pricing:GetProducts",
     "ssm:GetParameter",
 ];
 
