@@ -233,6 +233,47 @@ struct TemplateKey<'a> {
     kubelet: Option<&'a KubeletArgs>,
 }
 
+/// Most launch-template configs one CreateFleet call may carry.
+pub const MAX_LAUNCH_TEMPLATE_CONFIGS: usize = 50;
+
+/// One launch template's overrides.
+type Group<'a> = (TemplateKey<'a>, Vec<FleetOverride>);
+
+/// Groups overrides by launch template (architecture, accelerator, kubelet settings of their
+/// type, from `key_of`), groups in the order their first type appears in `options` (cheapest
+/// first), overrides in their order. At most [`MAX_LAUNCH_TEMPLATE_CONFIGS`] groups are kept:
+/// the types of later groups (the dearest) are left out of this call.
+fn group_overrides<'a>(
+    by_arch: &ArchOverrides,
+    options: &[String],
+    key_of: impl Fn(&str) -> (Accelerator, Option<&'a KubeletArgs>),
+) -> Vec<Group<'a>> {
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    for (arch, overrides) in by_arch {
+        for o in overrides {
+            let (accelerator, kubelet) = key_of(&o.instance_type);
+            let key = TemplateKey {
+                arch: *arch,
+                accelerator,
+                kubelet,
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some(g) => g.1.push(o.clone()),
+                None => groups.push((key, vec![o.clone()])),
+            }
+        }
+    }
+    let rank = |g: &Group<'_>| {
+        g.1.iter()
+            .filter_map(|o| options.iter().position(|n| *n == o.instance_type))
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    groups.sort_by_key(|g| rank(g));
+    groups.truncate(MAX_LAUNCH_TEMPLATE_CONFIGS);
+    groups
+}
+
 /// What one launch template boots beyond the provider's settings.
 struct BootSettings<'a> {
     /// The capacity type of the fleet that uses the template (the node's capacity-type label).
@@ -926,24 +967,12 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
             let mut recreated = false;
             // One launch template per architecture, accelerator (the AMI variant) and kubelet
             // settings (max pods and reservations differ by instance type), in option order.
-            let mut groups: Vec<(TemplateKey<'_>, Vec<FleetOverride>)> = Vec::new();
-            for (arch, overrides) in by_arch.iter().cloned() {
-                for o in overrides {
-                    let (accelerator, kubelet) = match planned.get(&o.instance_type) {
-                        Some((a, k)) if own_templates => (*a, Some(k)),
-                        _ => (Accelerator::None, None),
-                    };
-                    let key = TemplateKey {
-                        arch,
-                        accelerator,
-                        kubelet,
-                    };
-                    match groups.iter_mut().find(|(k, _)| *k == key) {
-                        Some(g) => g.1.push(o),
-                        None => groups.push((key, vec![o])),
-                    }
-                }
-            }
+            let mut groups = group_overrides(&by_arch, &request.instance_types, |t| match planned
+                .get(t)
+            {
+                Some((a, k)) if own_templates => (*a, Some(k)),
+                _ => (Accelerator::None, None),
+            });
             // With an amiSelector: each group boots the newest selected AMI of its
             // architecture; types of an architecture no selected AMI has are left out.
             let mut images: HashMap<Architecture, String> = HashMap::new();
@@ -1296,6 +1325,46 @@ mod tests {
         );
         let br = default_block_devices("Bottlerocket");
         assert_eq!(br[1].device_name.as_deref(), Some("/dev/xvdb"));
+    }
+
+    #[test]
+    fn overrides_group_per_launch_template_within_create_fleet_limits() {
+        let names: Vec<String> = (0..60).map(|i| format!("t{i}.large")).collect();
+        let args: Vec<KubeletArgs> = (0..60)
+            .map(|i| KubeletArgs {
+                max_pods: i,
+                ..Default::default()
+            })
+            .collect();
+        let o = |t: &str| FleetOverride {
+            instance_type: t.to_string(),
+            subnet_id: "subnet-1".into(),
+            zone: "us-east-1a".into(),
+        };
+        // arm64 types listed after the amd64 ones, though t1 (arm64) is the second cheapest.
+        let arm: Vec<FleetOverride> = names.iter().skip(1).step_by(2).map(|n| o(n)).collect();
+        let amd: Vec<FleetOverride> = names.iter().step_by(2).map(|n| o(n)).collect();
+        let by_arch: ArchOverrides = vec![(Architecture::Amd64, amd), (Architecture::Arm64, arm)];
+        let index = |t: &str| names.iter().position(|n| n == t).unwrap();
+        let groups = group_overrides(&by_arch, &names, |t| {
+            (Accelerator::None, Some(&args[index(t)]))
+        });
+        assert_eq!(groups.len(), MAX_LAUNCH_TEMPLATE_CONFIGS);
+        let kept: Vec<&str> = groups
+            .iter()
+            .map(|g| g.1[0].instance_type.as_str())
+            .collect();
+        // The cheapest 50, in option order: the dearest 10 are left out.
+        assert_eq!(
+            kept,
+            names[..50].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(groups[1].0.arch, Architecture::Arm64);
+        // Same settings: one group.
+        let same = KubeletArgs::default();
+        let groups = group_overrides(&by_arch, &names, |_| (Accelerator::None, Some(&same)));
+        assert_eq!(groups.len(), 2, "one per architecture");
+        assert_eq!(groups[0].1.len() + groups[1].1.len(), 60);
     }
 
     #[test]
