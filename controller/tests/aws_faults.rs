@@ -749,6 +749,13 @@ fn the_ami_selector_picks_the_newest_matching_ami_per_architecture() {
             ..Default::default()
         });
         cloud.set_node_template("tpl", spec);
+        // The engine is not offered types no selected AMI can boot.
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert!(types.iter().any(|t| t.name == "m6g.large"));
+        assert!(!types.iter().any(|t| t.name == "m5.large"));
+        assert!(types
+            .iter()
+            .all(|t| t.labels["kubernetes.io/arch"] == "arm64"));
         let i = cloud
             .create(&request(&p, "node-2", &["m5.large", "m6g.large"]))
             .await

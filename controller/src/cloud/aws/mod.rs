@@ -827,12 +827,28 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
         &self,
         provisioner: &Provisioner,
     ) -> Result<Vec<InstanceType>, CloudError> {
-        let Resolved { subnets, .. } = self.resolve(provisioner).await?;
+        let Resolved { provider, subnets } = self.resolve(provisioner).await?;
         let zones: BTreeSet<&str> = subnets.iter().map(|s| s.zone.as_str()).collect();
+        // With an amiSelector, only the architectures of the selected AMIs can boot.
+        let extras = self.extras_of(provisioner);
+        let architectures: Option<BTreeSet<String>> =
+            match (&extras.ami_selector, &provider.launch_template) {
+                (Some(sel), None) => {
+                    let family = provider.ami_family.clone().unwrap_or_else(|| "AL2".into());
+                    let images = self.selected_amis(&family, sel).await?;
+                    Some(images.iter().map(|i| i.architecture.clone()).collect())
+                }
+                _ => None,
+            };
         let infos = self.instance_type_infos().await?;
         let spot = self.spot_prices().await?;
         let mut types: Vec<InstanceType> = infos
             .iter()
+            .filter(|info| {
+                architectures
+                    .as_ref()
+                    .is_none_or(|a| a.contains(ec2_architecture(info.architecture)))
+            })
             .filter_map(|info| {
                 let mut info = info.clone();
                 info.zones.retain(|z| zones.contains(z.as_str()));
