@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use karpenter::api::AwsProvider;
 use karpenter::cloud::aws::api::{
-    Filter, FleetError, FleetRequest, FleetResponse, InstanceProfileInfo, LaunchTemplateSpec,
-    SecurityGroup, SpotPrice, Subnet,
+    Filter, FleetError, FleetRequest, FleetResponse, Image, InstanceProfileInfo,
+    LaunchTemplateInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
 };
 use karpenter::cloud::aws::{ApiError, AwsCloud, Ec2Api, SdkApi};
 use karpenter::cloud::catalog::AwsInstanceTypeInfo;
 use karpenter::cloud::provider::{CloudError, CloudProvider, Instance, ManualClock};
 use support_moto::*;
+
+/// One DescribeImages call: filters, owners, image IDs.
+type ImageQuery = (Vec<Filter>, Vec<String>, Vec<String>);
 
 /// Wraps the SDK API and injects faults into CreateFleet and DescribeSubnets.
 struct FaultyApi {
@@ -46,6 +49,19 @@ struct FaultyApi {
     templates_vanish: AtomicBool,
     /// What EC2 remembers per client token: the request (its token blanked) and the answer.
     tokens: Mutex<HashMap<String, (FleetRequest, FleetResponse)>>,
+    /// Every launch template created, by name.
+    templates: Mutex<HashMap<String, LaunchTemplateSpec>>,
+    /// Images DescribeImages answers with instead of moto's (and the queries it got).
+    images: Mutex<Option<Vec<Image>>>,
+    image_queries: Mutex<Vec<ImageQuery>>,
+    /// IDs of the launch templates deleted.
+    deleted_templates: Mutex<Vec<String>>,
+    /// DescribeSubnets and DescribeSecurityGroups calls that reached the wrapper.
+    discovery_calls: AtomicU32,
+    /// What the Pricing API answers (by default what the SDK implementation does: no client).
+    prices: Mutex<Option<Result<HashMap<String, f64>, ApiError>>>,
+    /// The regions prices were asked for.
+    pricing_regions: Mutex<Vec<String>>,
 }
 
 impl FaultyApi {
@@ -63,6 +79,13 @@ impl FaultyApi {
             refuse: Mutex::default(),
             spot_prices: Mutex::default(),
             templates_vanish: AtomicBool::new(false),
+            templates: Mutex::default(),
+            images: Mutex::default(),
+            image_queries: Mutex::default(),
+            deleted_templates: Mutex::default(),
+            discovery_calls: AtomicU32::new(0),
+            prices: Mutex::default(),
+            pricing_regions: Mutex::default(),
         }
     }
 
@@ -156,6 +179,7 @@ impl FaultyApi {
 
 impl Ec2Api for FaultyApi {
     async fn describe_subnets(&self, filters: Vec<Filter>) -> Result<Vec<Subnet>, ApiError> {
+        self.discovery_calls.fetch_add(1, Ordering::SeqCst);
         if Self::take(&self.throttle) {
             return Err(Self::throttled());
         }
@@ -166,6 +190,7 @@ impl Ec2Api for FaultyApi {
         &self,
         filters: Vec<Filter>,
     ) -> Result<Vec<SecurityGroup>, ApiError> {
+        self.discovery_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.describe_security_groups(filters).await
     }
 
@@ -184,6 +209,34 @@ impl Ec2Api for FaultyApi {
         self.inner.describe_spot_price_history().await
     }
 
+    async fn describe_images(
+        &self,
+        filters: Vec<Filter>,
+        owners: Vec<String>,
+        image_ids: Vec<String>,
+    ) -> Result<Vec<Image>, ApiError> {
+        self.image_queries.lock().unwrap().push((
+            filters.clone(),
+            owners.clone(),
+            image_ids.clone(),
+        ));
+        if let Some(i) = self.images.lock().unwrap().clone() {
+            return Ok(i);
+        }
+        self.inner.describe_images(filters, owners, image_ids).await
+    }
+
+    async fn on_demand_prices(&self, region: &str) -> Result<HashMap<String, f64>, ApiError> {
+        self.pricing_regions
+            .lock()
+            .unwrap()
+            .push(region.to_string());
+        if let Some(answer) = self.prices.lock().unwrap().clone() {
+            return answer;
+        }
+        self.inner.on_demand_prices(region).await
+    }
+
     async fn get_parameter(&self, name: &str) -> Result<String, ApiError> {
         self.inner.get_parameter(name).await
     }
@@ -196,7 +249,23 @@ impl Ec2Api for FaultyApi {
         self.inner.find_launch_template(name).await
     }
 
+    async fn describe_launch_templates(
+        &self,
+        filters: Vec<Filter>,
+    ) -> Result<Vec<LaunchTemplateInfo>, ApiError> {
+        self.inner.describe_launch_templates(filters).await
+    }
+
+    async fn delete_launch_template(&self, id: &str) -> Result<(), ApiError> {
+        self.deleted_templates.lock().unwrap().push(id.to_string());
+        self.inner.delete_launch_template(id).await
+    }
+
     async fn create_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, ApiError> {
+        self.templates
+            .lock()
+            .unwrap()
+            .insert(spec.name.clone(), spec.clone());
         self.inner.create_launch_template(spec).await
     }
 
@@ -243,6 +312,11 @@ impl Ec2Api for FaultyApi {
     async fn terminate_instances(&self, instance_ids: Vec<String>) -> Result<(), ApiError> {
         self.inner.terminate_instances(instance_ids).await
     }
+}
+
+/// [`cloud`], for tests whose `cloud` variable shadows it (a second provider: a restart).
+fn cloud_with_clock(m: &Moto) -> (Arc<ManualClock>, AwsCloud<FaultyApi>) {
+    cloud(m)
 }
 
 fn cloud(m: &Moto) -> (Arc<ManualClock>, AwsCloud<FaultyApi>) {
@@ -393,6 +467,536 @@ fn a_spot_quota_error_falls_back_to_on_demand_and_marks_every_spot_offering() {
                 assert!(!cloud.unavailable().is_unavailable(t, zone, "on-demand"));
             }
         }
+    });
+}
+
+/// The decoded user data of the launch template a fleet config names.
+fn user_data_of(cloud: &AwsCloud<FaultyApi>, template: &str) -> String {
+    use base64::Engine;
+    let spec = cloud.api().templates.lock().unwrap()[template].clone();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(spec.user_data)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_capacity_type_label_is_the_one_launched_after_a_spot_fallback() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        cloud
+            .api()
+            .refuse
+            .lock()
+            .unwrap()
+            .insert("spot".into(), ("MaxSpotInstanceCountExceeded".into(), None));
+        let p = provisioner("default", AwsProvider::default());
+        let mut r = request(&p, "node-1", &["m5.large"]);
+        r.capacity_types.insert("spot".into());
+        // A label the request carries for the capacity type is replaced by the launched one.
+        r.labels
+            .insert("karpenter.sh/capacity-type".into(), "spot".into());
+        let i = cloud.create(&r).await.unwrap();
+        assert_eq!(i.capacity_type, "on-demand");
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        assert_eq!(fleets.len(), 2);
+        let spot = user_data_of(&cloud, &fleets[0].configs[0].launch_template_name);
+        let on_demand = user_data_of(&cloud, &fleets[1].configs[0].launch_template_name);
+        assert!(spot.contains("karpenter.sh/capacity-type=spot"), "{spot}");
+        assert!(
+            on_demand.contains("karpenter.sh/capacity-type=on-demand"),
+            "{on_demand}"
+        );
+        assert!(!on_demand.contains("capacity-type=spot"), "{on_demand}");
+        // The planned max pods of m5.large with the kubelet told not to pick its own.
+        assert!(on_demand.contains("--max-pods=29 "), "{on_demand}");
+        assert!(on_demand.contains("--use-max-pods false"), "{on_demand}");
+    });
+}
+
+#[test]
+fn labels_the_kubelet_refuses_are_left_to_the_node_object() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        cloud
+            .api()
+            .refuse
+            .lock()
+            .unwrap()
+            .insert("spot".into(), ("MaxSpotInstanceCountExceeded".into(), None));
+        let mut p = provisioner("default", AwsProvider::default());
+        p.spec.labels = [
+            ("node-restriction.kubernetes.io/team", "a"),
+            ("node-role.kubernetes.io/worker", ""),
+            ("team", "a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut r = request(&p, "node-1", &["m5.large"]);
+        r.labels.extend(p.spec.labels.clone());
+        r.capacity_types.insert("spot".into());
+        let i = cloud.create(&r).await.unwrap();
+        assert_eq!(i.capacity_type, "on-demand");
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let ud = user_data_of(&cloud, &fleets[1].configs[0].launch_template_name);
+        assert!(ud.contains("team=a"), "{ud}");
+        assert!(!ud.contains("node-restriction.kubernetes.io"), "{ud}");
+        assert!(!ud.contains("node-role.kubernetes.io"), "{ud}");
+        // The controller's Node object carries them, and the launched capacity type.
+        let node =
+            karpenter::lifecycle::provisioning::node_for_instance(&i, &p, None, String::new());
+        let labels = node.metadata.labels.unwrap();
+        assert_eq!(labels["node-restriction.kubernetes.io/team"], "a");
+        assert_eq!(labels["node-role.kubernetes.io/worker"], "");
+        assert_eq!(labels["karpenter.sh/capacity-type"], "on-demand");
+    });
+}
+
+#[test]
+fn kubelet_configuration_reaches_the_launch_template() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let mut p = provisioner("default", AwsProvider::default());
+        p.spec.kubelet_configuration = Some(karpenter::api::provisioner::KubeletConfiguration {
+            max_pods: Some(110),
+            cluster_dns: vec!["10.100.0.10".into()],
+            kube_reserved: [("cpu".to_string(), karpenter::api::Quantity::from("300m"))].into(),
+            ..Default::default()
+        });
+        cloud
+            .create(&request(&p, "node-1", &["m5.large", "m5.xlarge"]))
+            .await
+            .unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        // Both types boot with 110 pods and the same reservations except memory (which
+        // follows pods, equal here) and cpu (given): one template.
+        assert_eq!(fleets[0].configs.len(), 1, "{:?}", fleets[0].configs);
+        let ud = user_data_of(&cloud, &fleets[0].configs[0].launch_template_name);
+        for want in [
+            "--max-pods=110 ",
+            "--dns-cluster-ip '10.100.0.10'",
+            "--kube-reserved=cpu=300m,ephemeral-storage=1Gi,memory=1465Mi",
+        ] {
+            assert!(ud.contains(want), "{want} missing from {ud}");
+        }
+    });
+}
+
+/// A provisioner referencing the AWSNodeTemplate `tpl`, and that template's spec.
+fn node_template_provisioner(
+    spec: karpenter::api::AwsNodeTemplateSpec,
+) -> (
+    karpenter::api::Provisioner,
+    karpenter::api::AwsNodeTemplateSpec,
+) {
+    let p = karpenter::api::Provisioner::new(
+        "templated",
+        karpenter::api::ProvisionerSpec {
+            provider_ref: Some(karpenter::api::provisioner::ProviderRef {
+                api_version: None,
+                kind: None,
+                name: "tpl".into(),
+            }),
+            ..Default::default()
+        },
+    );
+    (p, spec)
+}
+
+#[test]
+fn node_template_user_data_is_merged_and_detailed_monitoring_applied() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let (p, spec) = node_template_provisioner(karpenter::api::AwsNodeTemplateSpec {
+            user_data: Some("#!/bin/bash\necho before-bootstrap\n".into()),
+            detailed_monitoring: Some(true),
+            ..Default::default()
+        });
+        cloud.set_node_template("tpl", spec);
+        cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let name = fleets[0].configs[0].launch_template_name.clone();
+        let ud = user_data_of(&cloud, &name);
+        assert!(ud.starts_with("MIME-Version: 1.0"), "{ud}");
+        let mine = ud
+            .find("echo before-bootstrap")
+            .expect("the user's script is kept");
+        let ours = ud.find("/etc/eks/bootstrap.sh").expect("ours is there");
+        assert!(mine < ours, "the user's part runs first: {ud}");
+        let spec = cloud.api().templates.lock().unwrap()[&name].clone();
+        assert!(spec.detailed_monitoring);
+        assert_eq!(spec.tags["karpenter.sh/provisioner-name"], "templated");
+        assert_eq!(spec.tags["kubernetes.io/cluster/demo"], "owned");
+        // moto keeps what the SDK sent.
+        let v = cloud
+            .api()
+            .inner_api()
+            .ec2()
+            .describe_launch_template_versions()
+            .launch_template_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let data = v.launch_template_versions()[0]
+            .launch_template_data()
+            .unwrap();
+        assert_eq!(data.monitoring().and_then(|m| m.enabled()), Some(true));
+        // Bottlerocket: TOML merged, ours winning on the cluster name.
+        let (p, spec) = node_template_provisioner(karpenter::api::AwsNodeTemplateSpec {
+            ami_family: Some("Bottlerocket".into()),
+            user_data: Some(
+                "[settings.kubernetes]\ncluster-name = \"other\"\n[settings.host-containers.admin]\nenabled = true\n"
+                    .into(),
+            ),
+            ..Default::default()
+        });
+        cloud.set_node_template("tpl", spec);
+        cloud
+            .create(&request(&p, "node-2", &["m5.large"]))
+            .await
+            .unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let ud = user_data_of(&cloud, &fleets[1].configs[0].launch_template_name);
+        assert!(ud.contains("cluster-name = \"demo\""), "{ud}");
+        assert!(!ud.contains("other"), "{ud}");
+        assert!(ud.contains("[settings.host-containers.admin]"), "{ud}");
+        // User data that is not TOML is a configuration error, and nothing launches.
+        let (p, spec) = node_template_provisioner(karpenter::api::AwsNodeTemplateSpec {
+            ami_family: Some("Bottlerocket".into()),
+            user_data: Some("[settings\n".into()),
+            ..Default::default()
+        });
+        cloud.set_node_template("tpl", spec);
+        let err = cloud
+            .create(&request(&p, "node-3", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration(), "{err}");
+        assert!(err.to_string().contains("TOML"), "{err}");
+        assert_eq!(cloud.api().fleets.lock().unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn the_ami_selector_picks_the_newest_matching_ami_per_architecture() {
+    let m = moto();
+    let (_, cloud) = cloud(&m);
+    block_on(async {
+        let fx = fixture(cloud.api().inner_api()).await;
+        let image = |id: &str, arch: &str, date: &str| Image {
+            id: id.into(),
+            name: format!("golden-{date}"),
+            architecture: arch.into(),
+            creation_date: date.into(),
+        };
+        // fx.ami is the newest x86_64 one, fx.ami_arm64 the only arm64 one.
+        *cloud.api().images.lock().unwrap() = Some(vec![
+            image(
+                "ami-00000000000000old",
+                "x86_64",
+                "2023-01-01T00:00:00.000Z",
+            ),
+            image(&fx.ami, "x86_64", "2024-06-01T00:00:00.000Z"),
+            image(&fx.ami_arm64, "arm64", "2024-01-01T00:00:00.000Z"),
+        ]);
+        let (p, spec) = node_template_provisioner(karpenter::api::AwsNodeTemplateSpec {
+            ami_selector: Some([("aws::name".to_string(), "golden-*".to_string())].into()),
+            ..Default::default()
+        });
+        cloud.set_node_template("tpl", spec);
+        let i = cloud
+            .create(&request(&p, "node-1", &["m5.large", "m6g.large"]))
+            .await
+            .unwrap();
+        assert_eq!(i.image_id, fx.ami);
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let amis: Vec<String> = fleets[0]
+            .configs
+            .iter()
+            .map(|c| {
+                cloud.api().templates.lock().unwrap()[&c.launch_template_name]
+                    .image_id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(amis, [fx.ami.clone(), fx.ami_arm64.clone()]);
+        let (filters, owners, ids) = cloud.api().image_queries.lock().unwrap()[0].clone();
+        assert_eq!(filters, [Filter::new("name", &["golden-*"])]);
+        assert_eq!(owners, ["self", "amazon"]);
+        assert!(ids.is_empty());
+        // Only arm64 AMIs selected: the amd64 types are left out, not booted with arm64.
+        *cloud.api().images.lock().unwrap() = Some(vec![image(
+            &fx.ami_arm64,
+            "arm64",
+            "2024-01-01T00:00:00.000Z",
+        )]);
+        let (p, spec) = node_template_provisioner(karpenter::api::AwsNodeTemplateSpec {
+            ami_selector: Some([("team".to_string(), "arm".to_string())].into()),
+            ..Default::default()
+        });
+        cloud.set_node_template("tpl", spec);
+        // The engine is not offered types no selected AMI can boot.
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert!(types.iter().any(|t| t.name == "m6g.large"));
+        assert!(!types.iter().any(|t| t.name == "m5.large"));
+        assert!(types
+            .iter()
+            .all(|t| t.labels["kubernetes.io/arch"] == "arm64"));
+        let i = cloud
+            .create(&request(&p, "node-2", &["m5.large", "m6g.large"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "m6g.large");
+        assert_eq!(i.image_id, fx.ami_arm64);
+        let err = cloud
+            .create(&request(&p, "node-3", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration(), "{err}");
+        // Nothing matches: a configuration error naming the selector.
+        *cloud.api().images.lock().unwrap() = Some(vec![]);
+        let (p, spec) = node_template_provisioner(karpenter::api::AwsNodeTemplateSpec {
+            ami_selector: Some([("team".to_string(), "nobody".to_string())].into()),
+            ..Default::default()
+        });
+        cloud.set_node_template("tpl", spec);
+        let err = cloud
+            .create(&request(&p, "node-4", &["m5.large"]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("team=nobody"), "{err}");
+    });
+}
+
+/// Names of every launch template in moto.
+async fn template_names(api: &SdkApi) -> BTreeSet<String> {
+    api.ec2()
+        .describe_launch_templates()
+        .send()
+        .await
+        .unwrap()
+        .launch_templates()
+        .iter()
+        .filter_map(|t| t.launch_template_name().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn unused_launch_templates_are_deleted_and_found_again_by_tag_after_a_restart() {
+    use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
+    let m = moto();
+    let (clock, cloud) = cloud(&m);
+    block_on(async {
+        let fx = fixture(cloud.api().inner_api()).await;
+        // A node group's template with only the cluster tag: never ours to delete.
+        cloud
+            .api()
+            .inner_api()
+            .ec2()
+            .create_launch_template()
+            .launch_template_name("node-group")
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(&fx.ami)
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::LaunchTemplate)
+                    .tags(
+                        Tag::builder()
+                            .key("kubernetes.io/cluster/demo")
+                            .value("owned")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let p = provisioner("default", AwsProvider::default());
+        cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap();
+        cloud
+            .create(&request(&p, "node-2", &["m5.xlarge"]))
+            .await
+            .unwrap();
+        let fleets = cloud.api().fleets.lock().unwrap().clone();
+        let (a, b) = (
+            fleets[0].configs[0].launch_template_name.clone(),
+            fleets[1].configs[0].launch_template_name.clone(),
+        );
+        assert_ne!(a, b);
+        let spec = cloud.api().templates.lock().unwrap()[&a].clone();
+        assert_eq!(spec.tags["karpenter.sh/provisioner-name"], "default");
+        assert_eq!(spec.tags["karpenter.sh/managed-by"], "demo");
+        // A restarted controller finds ours by tag, and only ours.
+        let (_, fresh) = cloud_with_clock(&m);
+        assert_eq!(fresh.load_launch_templates().await.unwrap(), 2);
+        // Nothing is idle yet.
+        assert!(cloud.collect_garbage().await.unwrap().is_empty());
+        clock.advance(Duration::from_secs(20 * 60));
+        cloud
+            .create(&request(&p, "node-3", &["m5.large"]))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(11 * 60));
+        // b went unused for 31 minutes, a for 11: only b goes.
+        assert_eq!(
+            cloud.collect_garbage().await.unwrap(),
+            std::slice::from_ref(&b)
+        );
+        let names = template_names(cloud.api().inner_api()).await;
+        assert_eq!(names, [a.clone(), "node-group".to_string()].into());
+        // At most one look per interval.
+        clock.advance(Duration::from_secs(40 * 60));
+        assert_eq!(
+            cloud.collect_garbage().await.unwrap(),
+            std::slice::from_ref(&a)
+        );
+        assert!(cloud.collect_garbage().await.unwrap().is_empty());
+        // A launch that needs a deleted template creates it again.
+        cloud
+            .create(&request(&p, "node-4", &["m5.xlarge"]))
+            .await
+            .unwrap();
+        assert!(template_names(cloud.api().inner_api()).await.contains(&b));
+        assert_eq!(cloud.api().deleted_templates.lock().unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn subnets_and_security_groups_are_cached_for_a_minute() {
+    let m = moto();
+    let (clock, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        let calls = || cloud.api().discovery_calls.load(Ordering::SeqCst);
+        cloud
+            .create(&request(&p, "node-1", &["m5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(),
+            2,
+            "one DescribeSubnets, one DescribeSecurityGroups"
+        );
+        clock.advance(Duration::from_secs(59));
+        cloud
+            .create(&request(&p, "node-2", &["m5.large"]))
+            .await
+            .unwrap();
+        cloud.instance_types(&p).await.unwrap();
+        assert_eq!(calls(), 2, "served from the cache within the minute");
+        clock.advance(Duration::from_secs(2));
+        cloud
+            .create(&request(&p, "node-3", &["m5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(calls(), 4, "looked up again after a minute");
+        // Another selector is another cache entry.
+        let other = provisioner(
+            "other",
+            AwsProvider {
+                subnet_selector: Some(
+                    [("karpenter.sh/discovery".to_string(), "demo,x".to_string())].into(),
+                ),
+                ..Default::default()
+            },
+        );
+        cloud.instance_types(&other).await.unwrap();
+        assert_eq!(calls(), 5);
+    });
+}
+
+/// The on-demand offering prices of a type, one per zone.
+fn on_demand_prices_of(
+    types: &[karpenter::scheduling::InstanceType],
+    name: &str,
+) -> Vec<(Option<f64>, bool)> {
+    types
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("{name} not offered"))
+        .offerings
+        .iter()
+        .filter(|o| o.capacity_type == "on-demand")
+        .map(|o| (o.price, o.available))
+        .collect()
+}
+
+#[test]
+fn on_demand_prices_come_from_the_pricing_api_with_the_builtin_table_as_fallback() {
+    let m = moto();
+    let clock = Arc::new(ManualClock::new());
+    let mut cfg = config();
+    cfg.region = "eu-west-1".into();
+    let cloud = AwsCloud::new(FaultyApi::new(m.api(None)), cfg, clock.clone());
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        // The region's prices; m5.xlarge is missing from the answer.
+        *cloud.api().prices.lock().unwrap() = Some(Ok([("m5.large".to_string(), 0.107)].into()));
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert_eq!(cloud.api().pricing_regions.lock().unwrap()[0], "eu-west-1");
+        assert!(on_demand_prices_of(&types, "m5.large")
+            .iter()
+            .all(|o| *o == (Some(0.107), true)));
+        // No known price: still offered on-demand, priced as unknown, and launchable.
+        assert!(on_demand_prices_of(&types, "m5.xlarge")
+            .iter()
+            .all(|o| *o == (None, true)));
+        let i = cloud
+            .create(&request(&p, "node-1", &["m5.xlarge"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "m5.xlarge");
+        assert_eq!(i.capacity_type, "on-demand");
+        // Live prices are kept for hours: no second lookup when the type cache expires.
+        clock.advance(Duration::from_secs(301));
+        cloud.instance_types(&p).await.unwrap();
+        assert_eq!(cloud.api().pricing_regions.lock().unwrap().len(), 1);
+    });
+    // The Pricing API unreachable (or not allowed): the built-in table, tried again later.
+    drop(m);
+    let m = moto();
+    let clock = Arc::new(ManualClock::new());
+    let cloud = AwsCloud::new(FaultyApi::new(m.api(None)), config(), clock.clone());
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        *cloud.api().prices.lock().unwrap() = Some(Err(ApiError::new(
+            "AccessDeniedException",
+            "not authorized to perform: pricing:GetProducts",
+        )));
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert!(on_demand_prices_of(&types, "m5.large")
+            .iter()
+            .all(|o| *o == (Some(0.096), true)));
+        *cloud.api().prices.lock().unwrap() = Some(Ok([("m5.large".to_string(), 0.2)].into()));
+        clock.advance(Duration::from_secs(301));
+        let types = cloud.instance_types(&p).await.unwrap();
+        assert!(on_demand_prices_of(&types, "m5.large")
+            .iter()
+            .all(|o| *o == (Some(0.2), true)));
+        assert_eq!(cloud.api().pricing_regions.lock().unwrap().len(), 2);
     });
 }
 
@@ -569,7 +1173,18 @@ fn types_past_the_first_60_are_tried_when_those_are_unavailable() {
         cloud.create(&r).await.unwrap();
         let fleets = cloud.api().fleets.lock().unwrap().clone();
         assert!(all.len() > 60);
-        assert_eq!(types_of(&fleets[1]).len(), 60);
+        let sent = types_of(&fleets[1]).len();
+        // At most 60 types, in at most 50 launch-template configs (EC2's limits): with more
+        // distinct kubelet settings than that, the dearest types wait for the next call.
+        assert!(sent <= 60 && sent > 0, "{sent}");
+        assert!(
+            fleets[1].configs.len() <= karpenter::cloud::aws::MAX_LAUNCH_TEMPLATE_CONFIGS,
+            "{}",
+            fleets[1].configs.len()
+        );
+        if fleets[1].configs.len() < karpenter::cloud::aws::MAX_LAUNCH_TEMPLATE_CONFIGS {
+            assert_eq!(sent, 60);
+        }
     });
 }
 
@@ -669,14 +1284,18 @@ fn overrides_keep_the_cheapest_first_order_and_zonal_subnets() {
         cloud.create(&r).await.unwrap();
         let fleet = cloud.api().fleets.lock().unwrap()[0].clone();
         assert_eq!(fleet.capacity_type, "spot");
-        assert_eq!(
-            fleet.configs.len(),
-            2,
-            "one launch template per architecture"
-        );
-        let amd: Vec<(&str, &str)> = fleet.configs[0]
-            .overrides
+        // One launch template per architecture and planned kubelet settings: these four types
+        // differ in max pods or reserved cpu, so four configs, in option order.
+        assert_eq!(fleet.configs.len(), 4);
+        let names: BTreeSet<&str> = fleet
+            .configs
             .iter()
+            .map(|c| c.launch_template_name.as_str())
+            .collect();
+        assert_eq!(names.len(), 4);
+        let amd: Vec<(&str, &str)> = fleet.configs[..3]
+            .iter()
+            .flat_map(|c| &c.overrides)
             .map(|o| (o.instance_type.as_str(), o.subnet_id.as_str()))
             .collect();
         let (a, b) = (fx.subnets[0].as_str(), fx.subnets[1].as_str());
@@ -691,11 +1310,7 @@ fn overrides_keep_the_cheapest_first_order_and_zonal_subnets() {
                 ("m5.xlarge", b),
             ]
         );
-        assert_eq!(fleet.configs[1].overrides[0].instance_type, "m6g.large");
-        assert_ne!(
-            fleet.configs[0].launch_template_name,
-            fleet.configs[1].launch_template_name
-        );
+        assert_eq!(fleet.configs[3].overrides[0].instance_type, "m6g.large");
         assert_eq!(fleet.tags["karpenter.sh/client-token"], "node-1");
         assert!(
             fleet.client_token.starts_with("node-1-"),
@@ -770,10 +1385,12 @@ fn throttling_is_retried_with_backoff_on_the_clock() {
             .create(&request(&p, "node-1", &["m5.large"]))
             .await
             .unwrap();
-        assert_eq!(
-            clock.sleeps(),
-            vec![Duration::from_millis(200), Duration::from_millis(400)]
-        );
+        // Jittered: half to all of 200 ms, then of 400 ms.
+        let sleeps = clock.sleeps();
+        assert_eq!(sleeps.len(), 2, "{sleeps:?}");
+        let ms = |n| Duration::from_millis(n);
+        assert!(sleeps[0] >= ms(100) && sleeps[0] <= ms(200), "{sleeps:?}");
+        assert!(sleeps[1] >= ms(200) && sleeps[1] <= ms(400), "{sleeps:?}");
         // Throttling beyond the attempt budget surfaces with the AWS code.
         cloud.api().throttle.store(100, Ordering::SeqCst);
         let err = cloud

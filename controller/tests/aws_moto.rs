@@ -42,6 +42,29 @@ fn provider_ref_provisioner(name: &str, template: &str) -> Provisioner {
     )
 }
 
+/// The decoded user data of a launch template's latest version.
+async fn template_user_data(api: &karpenter::cloud::aws::SdkApi, name: &str) -> String {
+    let v = api
+        .ec2()
+        .describe_launch_template_versions()
+        .launch_template_name(name)
+        .versions("$Latest")
+        .send()
+        .await
+        .unwrap();
+    let ud = v.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.user_data())
+        .unwrap()
+        .to_string();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ud)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 async fn launch_template_names(api: &karpenter::cloud::aws::SdkApi) -> Vec<String> {
     let mut names: Vec<String> = api
         .ec2()
@@ -199,6 +222,13 @@ fn instance_types_come_from_describe_calls_in_subnet_zones() {
             .iter()
             .find(|o| o.capacity_type == "on-demand")
             .unwrap();
+        // moto serves no Pricing API: the real GetProducts call fails and the built-in
+        // price stands in.
+        assert!(
+            karpenter::cloud::aws::Ec2Api::on_demand_prices(cloud.api(), "us-east-1")
+                .await
+                .is_err()
+        );
         assert_eq!(od.price, Some(0.096), "built-in on-demand price");
         let spot = m5
             .offerings
@@ -241,8 +271,10 @@ fn creates_on_demand_with_tags_and_reuses_launch_templates() {
         assert_eq!(i.tags["team"], "platform");
         assert_eq!(i.tags["Name"], "karpenter/demo/default");
         assert_eq!(i.provisioner(), Some("default"));
+        // One template per planned kubelet settings: m5.large boots with 29 pods, m5.xlarge
+        // with 58.
         let names = launch_template_names(cloud.api()).await;
-        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(names.len(), 2, "{names:?}");
         assert!(names[0].starts_with("karpenter.k8s.aws/demo/"), "{names:?}");
         // Same settings: the template is reused, also by a fresh provider (found by name).
         cloud
@@ -255,11 +287,40 @@ fn creates_on_demand_with_tags_and_reuses_launch_templates() {
             .await
             .unwrap();
         assert_eq!(launch_template_names(cloud.api()).await, names);
-        // Different user data (a label): a second template.
+        // Different user data (a label): another template.
         let mut r = request(&p, "node-4", &["m5.large"]);
         r.labels.insert("team".into(), "a".into());
         cloud.create(&r).await.unwrap();
-        assert_eq!(launch_template_names(cloud.api()).await.len(), 2);
+        assert_eq!(launch_template_names(cloud.api()).await.len(), 3);
+        let mut max_pods = Vec::new();
+        for name in &names {
+            let ud = template_user_data(cloud.api(), name).await;
+            assert!(ud.contains("--use-max-pods false"), "{ud}");
+            assert!(
+                ud.contains("karpenter.sh/capacity-type=on-demand"),
+                "the launched capacity type is a kubelet label: {ud}"
+            );
+            max_pods.push(
+                ["--max-pods=29 ", "--max-pods=58 "]
+                    .into_iter()
+                    .find(|f| ud.contains(f))
+                    .unwrap_or_else(|| panic!("no planned --max-pods in {ud}")),
+            );
+        }
+        max_pods.sort();
+        assert_eq!(max_pods, ["--max-pods=29 ", "--max-pods=58 "]);
+        let names: Vec<String> = {
+            let mut n = Vec::new();
+            for name in &names {
+                if template_user_data(cloud.api(), name)
+                    .await
+                    .contains("--max-pods=29 ")
+                {
+                    n.push(name.clone());
+                }
+            }
+            n
+        };
         // The template carries the AMI, instance profile, security groups and user data.
         let v = cloud
             .api()
@@ -293,7 +354,9 @@ fn creates_on_demand_with_tags_and_reuses_launch_templates() {
             "{user_data}"
         );
         assert!(
-            user_data.contains("--node-labels=karpenter.sh/provisioner-name=default"),
+            user_data.contains(
+                "--node-labels=karpenter.sh/capacity-type=on-demand,karpenter.sh/provisioner-name=default "
+            ),
             "{user_data}"
         );
         // Defaults: IMDSv2 required with hop limit 2, an encrypted gp3 root volume of 20 GiB.
@@ -377,6 +440,77 @@ fn bottlerocket_template_carries_toml_settings() {
         .unwrap();
         assert!(ud.contains("cluster-name = \"demo\""), "{ud}");
         assert!(ud.contains("\"dedicated\" = [\"br:NoSchedule\"]"), "{ud}");
+        // The planned pod density and reservations reach Bottlerocket's kubelet.
+        assert!(ud.contains("max-pods = 29\n"), "{ud}");
+        assert!(ud.contains("[settings.kubernetes.kube-reserved]"), "{ud}");
+        assert!(ud.contains("\"memory.available\" = \"100Mi\""), "{ud}");
+    });
+}
+
+/// Points an SSM AMI parameter (under the test prefix) at the third AMI moto has.
+async fn third_ami_at(api: &karpenter::cloud::aws::SdkApi, parameter: &str) -> String {
+    let images = api
+        .ec2()
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap();
+    let ami = images.images()[2].image_id().unwrap().to_string();
+    api.ssm()
+        .put_parameter()
+        .name(format!("{SSM_PREFIX}/{parameter}"))
+        .value(&ami)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    ami
+}
+
+#[test]
+fn gpu_types_boot_the_gpu_ami_of_their_family() {
+    let m = moto();
+    let cloud = cloud(&m, None);
+    block_on(async {
+        let fx = fixture(cloud.api()).await;
+        let gpu = third_ami_at(
+            cloud.api(),
+            "eks/optimized-ami/1.27/amazon-linux-2-gpu/recommended/image_id",
+        )
+        .await;
+        assert_ne!(gpu, fx.ami);
+        let p = provisioner("default", AwsProvider::default());
+        let i = cloud
+            .create(&request(&p, "gpu-1", &["g4dn.xlarge"]))
+            .await
+            .unwrap();
+        assert_eq!(i.instance_type, "g4dn.xlarge");
+        assert_eq!(i.image_id, gpu, "AL2's GPU AMI for an NVIDIA type");
+        let i = cloud
+            .create(&request(&p, "cpu-1", &["m5.large"]))
+            .await
+            .unwrap();
+        assert_eq!(i.image_id, fx.ami, "the standard AMI otherwise");
+        // Bottlerocket's -nvidia variant.
+        let br_gpu = third_ami_at(
+            cloud.api(),
+            "bottlerocket/aws-k8s-1.27-nvidia/x86_64/latest/image_id",
+        )
+        .await;
+        cloud.set_node_template(
+            "br",
+            AwsNodeTemplateSpec {
+                ami_family: Some("Bottlerocket".into()),
+                ..Default::default()
+            },
+        );
+        let p = provider_ref_provisioner("br", "br");
+        let i = cloud
+            .create(&request(&p, "br-gpu-1", &["g4dn.xlarge"]))
+            .await
+            .unwrap();
+        assert_eq!(i.image_id, br_gpu);
     });
 }
 

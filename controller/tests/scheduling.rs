@@ -1656,3 +1656,34 @@ fn simulate_honours_status_limits_and_says_which_nodes_it_left_out() {
         "{table}"
     );
 }
+
+#[test]
+fn a_type_with_no_known_price_is_still_chosen_and_priced_as_unknown() {
+    let types = karpenter::cloud::instance_types::parse_instance_types(
+        "- name: priced\n  capacity: {cpu: '2', memory: 4Gi, pods: '10'}\n  offerings:\n  - {zone: test-zone-1, capacityType: on-demand, price: 0.1}\n\
+         - name: unpriced-large\n  capacity: {cpu: '16', memory: 64Gi, pods: '10'}\n  offerings:\n  - {zone: test-zone-1, capacityType: on-demand}\n",
+    )
+    .unwrap();
+    // Only the unpriced type fits: it is chosen, not left out.
+    let d = env(vec![default_prov()])
+        .types(types.clone())
+        .solve(&[pod("big").req("8", "1Gi").build()]);
+    let n = node_of(&d, "big");
+    assert_eq!(n.instance_type, "unpriced-large");
+    assert_eq!(n.price_per_hour, 0.0);
+    assert!(!n.price_is_upper_bound);
+    assert_eq!(d.total_price_per_hour, 0.0, "finite, not f64::MAX");
+    assert!(
+        d.notes.iter().any(|s| s.contains("no known price")),
+        "{:?}",
+        d.notes
+    );
+    // The decision still serialises (no infinite total).
+    let v = serde_json::to_value(&d).unwrap();
+    assert!(v["totalPricePerHour"].is_number(), "{v}");
+    // When a priced type fits, it is preferred.
+    let d = env(vec![default_prov()])
+        .types(types)
+        .solve(&[pod("small").req("1", "1Gi").build()]);
+    assert_eq!(node_of(&d, "small").instance_type, "priced");
+}

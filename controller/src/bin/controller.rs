@@ -252,6 +252,7 @@ async fn aws(
     };
     let api = SdkApi::from_environment(&settings).await;
     let mut aws_config = AwsConfig::new(&args.cluster_name);
+    aws_config.region = args.region.clone();
     aws_config.cluster_endpoint = args.cluster_endpoint.clone();
     aws_config.cluster_ca_bundle = args.cluster_ca_bundle.clone();
     aws_config.default_instance_profile = args.default_instance_profile.clone();
@@ -268,6 +269,11 @@ async fn aws(
         aws_config,
         Arc::new(karpenter::cloud::provider::SystemClock),
     );
+    // Our launch templates by tag: reused without a lookup, and deleted once unused.
+    match cloud.load_launch_templates().await {
+        Ok(n) => tracing::info!(templates = n, "found launch templates of this cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not list launch templates of this cluster"),
+    }
     let lifecycle = Lifecycle::new(cluster, Arc::new(cloud), writer, clock, config);
     drive(lifecycle, signals, leading, stop, metrics).await;
     Ok(())

@@ -2,8 +2,9 @@
 //!
 //! `manifests/iam/controller-policy.json` grants exactly these; a test fails when the two drift.
 //! The policy is least privilege: `iam:PassRole` only on the node role and only to EC2,
-//! `ec2:CreateTags` only while creating (fleets, instances, launch templates), termination only
-//! of instances tagged with this cluster and a provisioner, SSM reads only of the public AMI
+//! `ec2:CreateTags` only while creating (fleets, instances, launch templates), termination of
+//! instances and deletion of launch templates only when tagged with this cluster and a
+//! provisioner, SSM reads only of the public AMI
 //! parameters under `/aws/service/`. It takes two parameters, `${cluster_name}` and
 //! `${node_role_arn}` (Terraform `templatefile` syntax; [`render_policy`] fills them too).
 //! Spot launches also need the EC2 Spot service-linked role
@@ -18,6 +19,8 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:CreateFleet",
     "ec2:CreateLaunchTemplate",
     "ec2:CreateTags",
+    "ec2:DeleteLaunchTemplate",
+    "ec2:DescribeImages",
     "ec2:DescribeInstanceTypeOfferings",
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeInstances",
@@ -29,6 +32,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     "ec2:TerminateInstances",
     "iam:GetInstanceProfile",
     "iam:PassRole",
+    "pricing:GetProducts",
     "ssm:GetParameter",
 ];
 
@@ -148,15 +152,18 @@ mod tests {
             actions,
             &serde_json::json!(["CreateFleet", "RunInstances", "CreateLaunchTemplate"])
         );
-        let term = statement_for(&doc, "ec2:TerminateInstances");
-        assert_eq!(
-            term["Condition"]["StringEquals"]["ec2:ResourceTag/kubernetes.io/cluster/demo"],
-            "owned"
-        );
-        assert_eq!(
-            term["Condition"]["StringLike"]["ec2:ResourceTag/karpenter.sh/provisioner-name"],
-            "*"
-        );
+        for action in ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"] {
+            let st = statement_for(&doc, action);
+            assert_eq!(
+                st["Condition"]["StringEquals"]["ec2:ResourceTag/kubernetes.io/cluster/demo"],
+                "owned",
+                "{action}"
+            );
+            assert_eq!(
+                st["Condition"]["StringLike"]["ec2:ResourceTag/karpenter.sh/provisioner-name"], "*",
+                "{action}"
+            );
+        }
         let ssm = statement_for(&doc, "ssm:GetParameter");
         assert_eq!(ssm["Resource"], "arn:aws:ssm:*::parameter/aws/service/*");
         // Nothing that writes is granted on every resource without a condition, but the
@@ -167,6 +174,7 @@ mod tests {
                     let a = a.as_str().unwrap();
                     let ok = a.contains(":Describe")
                         || a == "iam:GetInstanceProfile"
+                        || a == "pricing:GetProducts"
                         || [
                             "ec2:CreateFleet",
                             "ec2:CreateLaunchTemplate",

@@ -69,6 +69,12 @@ pub trait CloudProvider: Send + Sync {
 
     /// Every non-terminated instance carrying our cluster tag.
     fn list(&self) -> impl Future<Output = Result<Vec<Instance>, CloudError>> + Send;
+
+    /// Deletes cloud resources of ours that nothing uses any more (e.g. launch templates);
+    /// returns what was deleted. Called by garbage collection; nothing by default.
+    fn collect_garbage(&self) -> impl Future<Output = Result<Vec<String>, CloudError>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// What to launch for one node.

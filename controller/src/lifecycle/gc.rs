@@ -121,6 +121,17 @@ impl<C: CloudProvider, W: KubeWriter> GarbageCollection<C, W> {
             info!(target: "controller.gc", instance = id.as_str(), "Terminating instance {id}: no node after {}s", self.config.orphan_grace.as_secs());
             self.cloud.delete(&id).await?;
         }
+        // Cloud resources nothing uses any more (launch templates); a failure here must not
+        // stop the node clean-up below.
+        match self.cloud.collect_garbage().await {
+            Ok(deleted) if !deleted.is_empty() => {
+                info!(target: "controller.gc", count = deleted.len(), "Deleted {} unused cloud resource(s): {}", deleted.len(), deleted.join(", "));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "controller.gc", error = %e, "Could not delete unused cloud resources");
+            }
+        }
 
         let mut delete = Vec::new();
         let candidates: Vec<(String, Option<String>, bool, Option<Timestamp>)> = self

@@ -109,9 +109,33 @@ impl InstanceType {
 
     /// The resources reserved on a node: kube-reserved, system-reserved and eviction thresholds.
     pub fn overhead_for(&self, kubelet: Option<&KubeletConfiguration>) -> ResourceList {
+        let r = self.reservations(kubelet);
+        let mut total = r.kube_reserved;
+        super::resources::add_into(&mut total, &r.eviction_hard);
+        super::resources::add_into(&mut total, &r.system_reserved);
+        total
+    }
+
+    /// The reservations the engine plans with, one list per kubelet setting: what
+    /// `--kube-reserved`, `--system-reserved` and the hard eviction thresholds must say for
+    /// the node's allocatable to be [`InstanceType::allocatable`].
+    ///
+    /// With [`Overhead::Aws`]: kube-reserved is AWS's cpu tiers, `11 * pods + 255` MiB of memory
+    /// and 1 GiB of ephemeral storage, each replaced by the provisioner's `kubeReserved`; the
+    /// hard eviction thresholds are `memory.available` 100Mi and `nodefs.available` 10 %,
+    /// replaced by the provisioner's `evictionHard`. A fixed overhead is all kube-reserved.
+    pub fn reservations(&self, kubelet: Option<&KubeletConfiguration>) -> Reservations {
         let cap = self.capacity_for(kubelet);
-        let mut total = match &self.overhead {
-            Overhead::Fixed(o) => o.clone(),
+        let mut system = ResourceList::new();
+        if let Some(k) = kubelet {
+            for (r, q) in &k.system_reserved {
+                if let Ok(v) = q.milli() {
+                    *system.entry(r.clone()).or_insert(0) += v;
+                }
+            }
+        }
+        let (kube, evict) = match &self.overhead {
+            Overhead::Fixed(o) => (o.clone(), ResourceList::new()),
             Overhead::Aws => {
                 let pods = cap.get(PODS).copied().unwrap_or(0) / 1000;
                 let mut kube = ResourceList::new();
@@ -131,37 +155,23 @@ impl InstanceType {
                 evict.insert(EPHEMERAL_STORAGE.into(), storage / 10);
                 if let Some(k) = kubelet {
                     for (signal, value) in &k.eviction_hard {
-                        let resource = match signal.as_str() {
-                            "memory.available" => MEMORY,
-                            "nodefs.available" => EPHEMERAL_STORAGE,
-                            _ => continue,
+                        let Some(resource) = eviction_signal_resource(signal) else {
+                            continue;
                         };
                         let c = cap.get(resource).copied().unwrap_or(0);
-                        let v = match value.strip_suffix('%') {
-                            Some(p) => p
-                                .trim()
-                                .parse::<f64>()
-                                .ok()
-                                .map(|p| ((c as f64) * p / 100.0).ceil() as i64),
-                            None => parse_milli(value).ok(),
-                        };
-                        if let Some(v) = v {
+                        if let Some(v) = eviction_threshold_milli(value, c) {
                             evict.insert(resource.into(), v);
                         }
                     }
                 }
-                super::resources::add_into(&mut kube, &evict);
-                kube
+                (kube, evict)
             }
         };
-        if let Some(k) = kubelet {
-            for (r, q) in &k.system_reserved {
-                if let Ok(v) = q.milli() {
-                    *total.entry(r.clone()).or_insert(0) += v;
-                }
-            }
+        Reservations {
+            kube_reserved: kube,
+            system_reserved: system,
+            eviction_hard: evict,
         }
-        total
     }
 
     /// Allocatable = capacity - overhead, per provisioner kubelet settings, never negative.
@@ -197,6 +207,40 @@ impl InstanceType {
     /// Whether the type's labels intersect the requirements and an offering is allowed.
     pub fn compatible(&self, reqs: &Requirements) -> bool {
         self.requirements.intersects(reqs).is_ok() && self.has_offering(reqs, None)
+    }
+}
+
+/// What a node reserves, per kubelet setting (milli-units per resource).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reservations {
+    /// `--kube-reserved`.
+    pub kube_reserved: ResourceList,
+    /// `--system-reserved`.
+    pub system_reserved: ResourceList,
+    /// The hard eviction thresholds, as resources (`memory.available` is memory,
+    /// `nodefs.available` ephemeral storage).
+    pub eviction_hard: ResourceList,
+}
+
+/// The resource a hard eviction signal reserves from allocatable: `memory.available` memory,
+/// `nodefs.available` ephemeral storage; other signals reserve nothing.
+pub fn eviction_signal_resource(signal: &str) -> Option<&'static str> {
+    match signal {
+        "memory.available" => Some(MEMORY),
+        "nodefs.available" => Some(EPHEMERAL_STORAGE),
+        _ => None,
+    }
+}
+
+/// An eviction threshold (`100Mi` or `10%` of `capacity`) in milli-units; percentages round up.
+pub fn eviction_threshold_milli(value: &str, capacity: i64) -> Option<i64> {
+    match value.trim().strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|p| ((capacity as f64) * p / 100.0).ceil() as i64),
+        None => parse_milli(value).ok(),
     }
 }
 

@@ -5,7 +5,7 @@
 //! tests wrap that implementation to inject faults (capacity errors, throttling) that a moto
 //! server never returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use crate::api::aws::{BlockDeviceMapping, MetadataOptions};
@@ -141,6 +141,19 @@ pub struct SpotPrice {
     pub price: f64,
 }
 
+/// An AMI, as DescribeImages answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// AMI ID.
+    pub id: String,
+    /// AMI name.
+    pub name: String,
+    /// EC2's architecture name: `x86_64` or `arm64`.
+    pub architecture: String,
+    /// Creation time, ISO 8601 (sorts as text).
+    pub creation_date: String,
+}
+
 /// An IAM instance profile, as GetInstanceProfile answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceProfileInfo {
@@ -171,6 +184,19 @@ pub struct LaunchTemplateSpec {
     /// Block devices.
     pub block_device_mappings: Vec<BlockDeviceMapping>,
     /// Tags on the template itself.
+    pub tags: BTreeMap<String, String>,
+    /// Detailed (one-minute) CloudWatch monitoring of the instances.
+    pub detailed_monitoring: bool,
+}
+
+/// A launch template as DescribeLaunchTemplates lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplateInfo {
+    /// Template ID.
+    pub id: String,
+    /// Template name.
+    pub name: String,
+    /// Tags on the template.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -293,6 +319,22 @@ pub trait Ec2Api: Send + Sync {
         &self,
     ) -> impl Future<Output = Result<Vec<SpotPrice>, ApiError>> + Send;
 
+    /// DescribeImages (all pages) by filters, owners and/or IDs.
+    fn describe_images(
+        &self,
+        filters: Vec<Filter>,
+        owners: Vec<String>,
+        image_ids: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<Image>, ApiError>> + Send;
+
+    /// Pricing GetProducts: the on-demand USD/hour of every EC2 instance type in `region`
+    /// (Linux, shared tenancy, no pre-installed software). An error (the Pricing API
+    /// unreachable or not allowed) makes the provider fall back to its built-in price table.
+    fn on_demand_prices(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<HashMap<String, f64>, ApiError>> + Send;
+
     /// SSM GetParameter: the parameter's value.
     fn get_parameter(&self, name: &str) -> impl Future<Output = Result<String, ApiError>> + Send;
 
@@ -308,6 +350,16 @@ pub trait Ec2Api: Send + Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+
+    /// DescribeLaunchTemplates (all pages) by filters.
+    fn describe_launch_templates(
+        &self,
+        filters: Vec<Filter>,
+    ) -> impl Future<Output = Result<Vec<LaunchTemplateInfo>, ApiError>> + Send;
+
+    /// DeleteLaunchTemplate by ID.
+    fn delete_launch_template(&self, id: &str)
+        -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// CreateLaunchTemplate: the new template's ID.
     fn create_launch_template(

@@ -7,29 +7,79 @@ use std::sync::Arc;
 
 use crate::api::AwsProvider;
 use crate::cloud::catalog::{builtin_us_east_1, Architecture, AwsInstanceTypeInfo};
-use crate::cloud::provider::{describe_selector, lock, CloudError};
+use crate::cloud::provider::{
+    cluster_tag_key, describe_selector, lock, CloudError, MANAGED_BY_TAG, PROVISIONER_TAG,
+};
 
 use super::api::{
-    Ec2Api, Filter, FleetRequest, InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, Subnet,
+    Ec2Api, Filter, FleetRequest, Image, InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup,
+    Subnet,
 };
-use super::user_data::{ami_parameter, SUPPORTED_AMI_FAMILIES};
+use super::user_data::{ami_parameter, Accelerator, SUPPORTED_AMI_FAMILIES};
 use super::{AwsCloud, Cached, DISCOVERY_TAG, IDS_SELECTOR_KEY};
 
-/// Tags or IDs to describe filters.
+/// Tags or IDs to describe filters; comma-separated values are alternatives.
 fn selector_filters(selector: &BTreeMap<String, String>, id_filter: &str) -> Vec<Filter> {
     selector
         .iter()
         .map(|(k, v)| {
             if k == IDS_SELECTOR_KEY {
-                let ids: Vec<&str> = v.split(',').map(str::trim).collect();
-                Filter::new(id_filter, &ids)
+                Filter::new(id_filter, &split_values(v))
             } else if v == "*" || v.is_empty() {
                 Filter::new("tag-key", &[k])
             } else {
-                Filter::new(&format!("tag:{k}"), &[v])
+                // `Name: "a,b"` selects either value, as upstream reads it.
+                Filter::new(&format!("tag:{k}"), &split_values(v))
             }
         })
         .collect()
+}
+
+/// Values of a selector entry: comma-separated, trimmed, empty ones dropped.
+fn split_values(v: &str) -> Vec<&str> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// What DescribeImages is asked for an `amiSelector`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ImageQuery {
+    pub(super) filters: Vec<Filter>,
+    pub(super) owners: Vec<String>,
+    pub(super) image_ids: Vec<String>,
+}
+
+/// An `amiSelector` as a DescribeImages query: `aws-ids`/`aws::ids` are image IDs,
+/// `aws::name` a name filter, `aws::owners` the owners, other keys tags (`*` any value).
+/// A selector by name without owners only finds AMIs of this account or Amazon: a name alone
+/// would also match any public AMI that someone gave the same name.
+pub(super) fn image_query(selector: &BTreeMap<String, String>) -> ImageQuery {
+    let mut q = ImageQuery::default();
+    let mut by_name = false;
+    for (k, v) in selector {
+        match k.as_str() {
+            IDS_SELECTOR_KEY | "aws::ids" => q
+                .image_ids
+                .extend(split_values(v).into_iter().map(str::to_string)),
+            "aws::owners" => q
+                .owners
+                .extend(split_values(v).into_iter().map(str::to_string)),
+            "aws::name" => {
+                by_name = true;
+                q.filters.push(Filter::new("name", &split_values(v)));
+            }
+            _ if v == "*" || v.is_empty() => q.filters.push(Filter::new("tag-key", &[k])),
+            _ => q
+                .filters
+                .push(Filter::new(&format!("tag:{k}"), &split_values(v))),
+        }
+    }
+    if by_name && q.owners.is_empty() && q.image_ids.is_empty() {
+        q.owners = vec!["self".into(), "amazon".into()];
+    }
+    q
 }
 
 // === impl AwsCloud (discovery) ===
@@ -39,13 +89,21 @@ impl<A: Ec2Api> AwsCloud<A> {
         [(DISCOVERY_TAG.to_string(), self.config.cluster_name.clone())].into()
     }
 
-    /// Subnets matching the provider's selector; an error naming the selector when none do.
+    /// Subnets matching the provider's selector, cached for `discovery_ttl` (a miss is looked
+    /// up again each time); an error naming the selector when none match.
     pub async fn subnets(&self, provider: &AwsProvider) -> Result<Vec<Subnet>, CloudError> {
         let selector = provider
             .subnet_selector
             .clone()
             .unwrap_or_else(|| self.default_selector());
         let filters = selector_filters(&selector, "subnet-id");
+        let key = describe_selector(&selector);
+        let now = self.clock.now();
+        if let Some(c) = lock(&self.caches).subnets.get(&key) {
+            if now.duration_since(c.at) < self.config.discovery_ttl {
+                return Ok(c.value.as_ref().clone());
+            }
+        }
         let mut subnets = self
             .call("DescribeSubnets", || {
                 self.api.describe_subnets(filters.clone())
@@ -61,10 +119,18 @@ impl<A: Ec2Api> AwsCloud<A> {
             });
         }
         subnets.sort_by(|a, b| a.id.cmp(&b.id));
+        lock(&self.caches).subnets.insert(
+            key,
+            Cached {
+                at: now,
+                value: Arc::new(subnets.clone()),
+            },
+        );
         Ok(subnets)
     }
 
-    /// Security groups matching the provider's selector; an error naming it when none do.
+    /// Security groups matching the provider's selector, cached for `discovery_ttl` (a miss is
+    /// looked up again each time); an error naming it when none match.
     pub async fn security_groups(
         &self,
         provider: &AwsProvider,
@@ -74,6 +140,13 @@ impl<A: Ec2Api> AwsCloud<A> {
             .clone()
             .unwrap_or_else(|| self.default_selector());
         let filters = selector_filters(&selector, "group-id");
+        let key = describe_selector(&selector);
+        let now = self.clock.now();
+        if let Some(c) = lock(&self.caches).security_groups.get(&key) {
+            if now.duration_since(c.at) < self.config.discovery_ttl {
+                return Ok(c.value.as_ref().clone());
+            }
+        }
         let mut groups = self
             .call("DescribeSecurityGroups", || {
                 self.api.describe_security_groups(filters.clone())
@@ -91,6 +164,13 @@ impl<A: Ec2Api> AwsCloud<A> {
             });
         }
         groups.sort_by(|a, b| a.id.cmp(&b.id));
+        lock(&self.caches).security_groups.insert(
+            key,
+            Cached {
+                at: now,
+                value: Arc::new(groups.clone()),
+            },
+        );
         Ok(groups)
     }
 
@@ -117,16 +197,13 @@ impl<A: Ec2Api> AwsCloud<A> {
         for (t, z) in offerings {
             zones.entry(t).or_default().insert(z);
         }
-        let prices: HashMap<&str, Option<f64>> = builtin_us_east_1()?
-            .iter()
-            .map(|i| (i.name.as_str(), i.on_demand_price))
-            .collect();
+        let prices = self.on_demand_prices().await?;
         for info in &mut infos {
             info.zones = zones
                 .get(&info.name)
                 .map(|z| z.iter().cloned().collect())
                 .unwrap_or_default();
-            info.on_demand_price = prices.get(info.name.as_str()).copied().flatten();
+            info.on_demand_price = prices.get(&info.name).copied();
         }
         infos.retain(|i| !i.zones.is_empty());
         infos.sort_by(|a, b| a.name.cmp(&b.name));
@@ -136,6 +213,58 @@ impl<A: Ec2Api> AwsCloud<A> {
             value: value.clone(),
         });
         Ok(value)
+    }
+
+    /// On-demand USD/hour per instance type: from the Pricing API for the configured region
+    /// (cached for `pricing_ttl`; a type the API does not price has no known price), else the
+    /// built-in table (us-east-1 prices; cached for `cache_ttl`, then the API is tried again).
+    pub async fn on_demand_prices(&self) -> Result<Arc<HashMap<String, f64>>, CloudError> {
+        let now = self.clock.now();
+        if let Some(c) = &lock(&self.caches).on_demand {
+            let (_, live) = c.value.as_ref();
+            let ttl = if *live {
+                self.config.pricing_ttl
+            } else {
+                self.config.cache_ttl
+            };
+            if now.duration_since(c.at) < ttl {
+                return Ok(Arc::new(c.value.0.clone()));
+            }
+        }
+        let region = self.config.region.clone();
+        // One attempt, no retries: prices are optional, the built-in table stands in.
+        let value = match self
+            .api
+            .on_demand_prices(&region)
+            .await
+            .map_err(|e| e.into_cloud("GetProducts"))
+        {
+            Ok(p) if !p.is_empty() => (p, true),
+            other => {
+                match &other {
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        region = region.as_str(),
+                        "on-demand prices unavailable from the Pricing API; using the built-in table"
+                    ),
+                    Ok(_) => tracing::warn!(
+                        region = region.as_str(),
+                        "the Pricing API knows no prices; using the built-in table"
+                    ),
+                }
+                let builtin = builtin_us_east_1()?
+                    .iter()
+                    .filter_map(|i| Some((i.name.clone(), i.on_demand_price?)))
+                    .collect();
+                (builtin, false)
+            }
+        };
+        let prices = Arc::new(value.0.clone());
+        lock(&self.caches).on_demand = Some(Cached {
+            at: now,
+            value: Arc::new(value),
+        });
+        Ok(prices)
     }
 
     /// Latest spot price per (instance type, zone); cached for `cache_ttl`.
@@ -164,13 +293,20 @@ impl<A: Ec2Api> AwsCloud<A> {
         Ok(value)
     }
 
-    /// The AMI of a family and architecture from its SSM parameter; cached for `cache_ttl`.
-    pub async fn ami(&self, family: &str, arch: Architecture) -> Result<String, CloudError> {
+    /// The AMI of a family, architecture and accelerator variant from its SSM parameter;
+    /// cached for `cache_ttl`.
+    pub async fn ami(
+        &self,
+        family: &str,
+        arch: Architecture,
+        accelerator: Accelerator,
+    ) -> Result<String, CloudError> {
         let parameter = ami_parameter(
             &self.config.ssm_parameter_prefix,
             family,
             &self.config.kubernetes_version,
             arch,
+            accelerator,
         )
         .ok_or_else(|| CloudError::UnknownAmiFamily {
             family: family.to_string(),
@@ -198,6 +334,52 @@ impl<A: Ec2Api> AwsCloud<A> {
             },
         );
         Ok(ami)
+    }
+
+    /// The AMIs an `amiSelector` matches, newest first; cached for `cache_ttl`. None is an
+    /// error naming the selector.
+    pub async fn selected_amis(
+        &self,
+        family: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Arc<Vec<Image>>, CloudError> {
+        let key = describe_selector(selector);
+        let now = self.clock.now();
+        if let Some(c) = lock(&self.caches).selected_amis.get(&key) {
+            if now.duration_since(c.at) < self.config.cache_ttl {
+                return Ok(c.value.clone());
+            }
+        }
+        let q = image_query(selector);
+        let mut images = self
+            .call("DescribeImages", || {
+                self.api
+                    .describe_images(q.filters.clone(), q.owners.clone(), q.image_ids.clone())
+            })
+            .await?;
+        if images.is_empty() {
+            return Err(CloudError::AmiNotFound {
+                family: family.to_string(),
+                parameter: format!("amiSelector {key}"),
+                message: "DescribeImages matched no AMI; check the selector's tags, name, \
+                          owners or IDs"
+                    .into(),
+            });
+        }
+        images.sort_by(|a, b| {
+            b.creation_date
+                .cmp(&a.creation_date)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let value = Arc::new(images);
+        lock(&self.caches).selected_amis.insert(
+            key,
+            Cached {
+                at: now,
+                value: value.clone(),
+            },
+        );
+        Ok(value)
     }
 
     /// The IAM instance profile `name` (set at `field`, named in errors), which must exist and
@@ -255,13 +437,114 @@ impl<A: Ec2Api> AwsCloud<A> {
         }
     }
 
+    /// Filters for our launch templates: the cluster tag, our managed-by tag and a provisioner
+    /// tag (what the IAM policy lets us delete).
+    fn owned_template_filters(&self) -> Vec<Filter> {
+        vec![
+            Filter::new(
+                &format!("tag:{}", cluster_tag_key(&self.config.cluster_name)),
+                &["owned"],
+            ),
+            Filter::new(
+                &format!("tag:{MANAGED_BY_TAG}"),
+                &[&self.config.cluster_name],
+            ),
+            Filter::new("tag-key", &[PROVISIONER_TAG]),
+        ]
+    }
+
+    /// Fills the launch-template cache with our templates found by tag (at start-up), so they
+    /// are reused without a lookup and collected when they go unused; returns how many.
+    pub async fn load_launch_templates(&self) -> Result<usize, CloudError> {
+        let filters = self.owned_template_filters();
+        let found = self
+            .call("DescribeLaunchTemplates", || {
+                self.api.describe_launch_templates(filters.clone())
+            })
+            .await?;
+        let now = self.clock.now();
+        let mut caches = lock(&self.caches);
+        for t in &found {
+            caches
+                .launch_templates
+                .entry(t.name.clone())
+                .or_insert_with(|| t.id.clone());
+            caches.template_used.entry(t.name.clone()).or_insert(now);
+        }
+        Ok(found.len())
+    }
+
+    /// Deletes our launch templates that no launch used for `launch_template_idle` (counted
+    /// from when this process first saw them), at most once per
+    /// `launch_template_gc_interval`; returns the names deleted. A template deleted while a
+    /// launch is about to use it is recreated by that launch.
+    pub async fn collect_launch_templates(&self) -> Result<Vec<String>, CloudError> {
+        let now = self.clock.now();
+        {
+            let mut caches = lock(&self.caches);
+            if caches
+                .template_gc_at
+                .is_some_and(|t| now.duration_since(t) < self.config.launch_template_gc_interval)
+            {
+                return Ok(vec![]);
+            }
+            caches.template_gc_at = Some(now);
+        }
+        let filters = self.owned_template_filters();
+        let found = self
+            .call("DescribeLaunchTemplates", || {
+                self.api.describe_launch_templates(filters.clone())
+            })
+            .await?;
+        let idle: Vec<_> = {
+            let mut caches = lock(&self.caches);
+            let listed: BTreeSet<&str> = found.iter().map(|t| t.name.as_str()).collect();
+            // Forget what is gone, so the map does not grow without bound.
+            caches
+                .template_used
+                .retain(|name, _| listed.contains(name.as_str()));
+            found
+                .iter()
+                .filter(|t| {
+                    let used = *caches.template_used.entry(t.name.clone()).or_insert(now);
+                    now.duration_since(used) >= self.config.launch_template_idle
+                })
+                .cloned()
+                .collect()
+        };
+        let mut deleted = Vec::new();
+        for t in idle {
+            match self
+                .call("DeleteLaunchTemplate", || {
+                    self.api.delete_launch_template(&t.id)
+                })
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => {}
+                Err(e) => return Err(e),
+            }
+            tracing::info!(template = t.name.as_str(), "deleted unused launch template");
+            let mut caches = lock(&self.caches);
+            caches.launch_templates.remove(&t.name);
+            caches.template_used.remove(&t.name);
+            deleted.push(t.name);
+        }
+        Ok(deleted)
+    }
+
     /// Finds or creates the launch template for a spec; its name carries the content hash.
     pub async fn ensure_launch_template(
         &self,
         spec: &LaunchTemplateSpec,
     ) -> Result<String, CloudError> {
-        if let Some(id) = lock(&self.caches).launch_templates.get(&spec.name) {
-            return Ok(id.clone());
+        let now = self.clock.now();
+        {
+            let mut caches = lock(&self.caches);
+            caches.template_used.insert(spec.name.clone(), now);
+            if let Some(id) = caches.launch_templates.get(&spec.name) {
+                return Ok(id.clone());
+            }
         }
         let found = self
             .call("DescribeLaunchTemplates", || {
@@ -304,15 +587,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ami_selectors_become_describe_images_queries() {
+        let sel: BTreeMap<String, String> = [
+            ("aws::name".to_string(), "my-ami-*".to_string()),
+            ("team".to_string(), "a, b".to_string()),
+            ("golden".to_string(), "*".to_string()),
+        ]
+        .into();
+        let q = image_query(&sel);
+        assert_eq!(
+            q.filters,
+            vec![
+                Filter::new("name", &["my-ami-*"]),
+                Filter::new("tag-key", &["golden"]),
+                Filter::new("tag:team", &["a", "b"]),
+            ]
+        );
+        // A name without owners: this account's and Amazon's only.
+        assert_eq!(q.owners, ["self", "amazon"]);
+        let sel: BTreeMap<String, String> = [
+            ("aws::name".to_string(), "x".to_string()),
+            ("aws::owners".to_string(), "123456789012,amazon".to_string()),
+        ]
+        .into();
+        assert_eq!(image_query(&sel).owners, ["123456789012", "amazon"]);
+        let sel: BTreeMap<String, String> =
+            [("aws-ids".to_string(), "ami-1, ami-2".to_string())].into();
+        let q = image_query(&sel);
+        assert_eq!(q.image_ids, ["ami-1", "ami-2"]);
+        assert!(q.owners.is_empty() && q.filters.is_empty());
+    }
+
+    #[test]
     fn selectors_become_filters() {
         let mut sel = BTreeMap::new();
         sel.insert("karpenter.sh/discovery".to_string(), "demo".to_string());
         sel.insert("aws-ids".to_string(), "subnet-1, subnet-2".to_string());
         sel.insert("role".to_string(), "*".to_string());
+        sel.insert("Name".to_string(), "private-a, private-b,".to_string());
         let f = selector_filters(&sel, "subnet-id");
         assert_eq!(
             f,
             vec![
+                Filter::new("tag:Name", &["private-a", "private-b"]),
                 Filter::new("subnet-id", &["subnet-1", "subnet-2"]),
                 Filter::new("tag:karpenter.sh/discovery", &["demo"]),
                 Filter::new("tag-key", &["role"]),

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use crate::api::aws::AwsNodeTemplateSpec;
-use crate::api::labels::{CAPACITY_TYPE_ON_DEMAND, CAPACITY_TYPE_SPOT};
+use crate::api::labels::{CAPACITY_TYPE, CAPACITY_TYPE_ON_DEMAND, CAPACITY_TYPE_SPOT};
 use crate::api::{AwsProvider, Provisioner};
 use crate::cloud::catalog::{Architecture, AwsInstanceTypeInfo};
 use crate::cloud::instance_types::{aws_instance_type, AwsCatalogOptions};
@@ -47,7 +47,7 @@ use api::{
     LaunchTemplateSpec, SecurityGroup, Subnet,
 };
 pub use sdk::{SdkApi, SdkSettings};
-use user_data::{fnv1a, Bootstrap, SUPPORTED_AMI_FAMILIES};
+use user_data::{fnv1a, Accelerator, Bootstrap, KubeletArgs, SUPPORTED_AMI_FAMILIES};
 
 /// Most instance types one CreateFleet call may carry.
 pub const MAX_INSTANCE_TYPES: usize = 60;
@@ -61,6 +61,8 @@ pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
 pub struct AwsConfig {
     /// Cluster name: the ownership tag and the default discovery tag value.
     pub cluster_name: String,
+    /// AWS region, for region-aware on-demand prices.
+    pub region: String,
     /// API server endpoint written into user data.
     pub cluster_endpoint: String,
     /// Cluster CA bundle (base64) written into user data.
@@ -73,6 +75,11 @@ pub struct AwsConfig {
     pub default_instance_profile: Option<String>,
     /// How long instance types, spot prices and AMIs are cached.
     pub cache_ttl: Duration,
+    /// How long subnets and security groups found by a selector are cached.
+    pub discovery_ttl: Duration,
+    /// How long on-demand prices from the Pricing API are cached (a failed lookup falls back
+    /// to the built-in table for `cache_ttl`).
+    pub pricing_ttl: Duration,
     /// Attempts per call on throttling or transient errors (at least 1).
     pub max_attempts: u32,
     /// First backoff; doubled per attempt up to [`AwsConfig::max_backoff`].
@@ -81,6 +88,11 @@ pub struct AwsConfig {
     pub max_backoff: Duration,
     /// Capacity-error rounds per launch (each round drops what was out of capacity).
     pub max_launch_rounds: u32,
+    /// How long one of our launch templates may go unused before it is deleted (templates
+    /// count towards EC2's 5,000 per Region).
+    pub launch_template_idle: Duration,
+    /// How often unused launch templates are looked for.
+    pub launch_template_gc_interval: Duration,
 }
 
 // === impl AwsConfig ===
@@ -90,16 +102,21 @@ impl AwsConfig {
     pub fn new(cluster_name: &str) -> Self {
         Self {
             cluster_name: cluster_name.to_string(),
+            region: "us-east-1".to_string(),
             cluster_endpoint: String::new(),
             cluster_ca_bundle: String::new(),
             kubernetes_version: "1.27".to_string(),
             ssm_parameter_prefix: "/aws/service".to_string(),
             default_instance_profile: None,
             cache_ttl: Duration::from_secs(300),
+            discovery_ttl: Duration::from_secs(60),
+            pricing_ttl: Duration::from_secs(6 * 3600),
             max_attempts: 5,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             max_launch_rounds: 3,
+            launch_template_idle: Duration::from_secs(30 * 60),
+            launch_template_gc_interval: Duration::from_secs(5 * 60),
         }
     }
 
@@ -135,10 +152,46 @@ impl AwsConfig {
         Ok(())
     }
 
+    /// The backoff ceiling of a retry: `base_backoff` doubled per attempt, capped at
+    /// `max_backoff`. The wait itself is jittered below it ([`jittered`]).
     fn backoff(&self, attempt: u32) -> Duration {
         self.base_backoff
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max_backoff)
+    }
+}
+
+/// "Equal jitter": half the ceiling plus a random part of the other half, so replicas and
+/// retried calls throttled together do not retry in lock-step. `random` is any 64-bit value.
+fn jittered(ceiling: Duration, random: u64) -> Duration {
+    let half = ceiling / 2;
+    let span = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(if span == 0 { 0 } else { random % (span + 1) })
+}
+
+/// A small xorshift generator for jitter (no cryptographic use), seeded per process.
+#[derive(Debug)]
+struct Jitter(Mutex<u64>);
+
+// === impl Jitter ===
+
+impl Jitter {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self(Mutex::new(seed | 1))
+    }
+
+    fn next(&self) -> u64 {
+        let mut s = lock(&self.0);
+        let mut x = *s;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *s = x;
+        x
     }
 }
 
@@ -150,15 +203,107 @@ struct Cached<T> {
 #[derive(Default)]
 struct Caches {
     types: Option<Cached<Vec<AwsInstanceTypeInfo>>>,
+    /// On-demand prices per instance type, and whether they came from the Pricing API.
+    on_demand: Option<Cached<(HashMap<String, f64>, bool)>>,
     spot: Option<Cached<HashMap<(String, String), f64>>>,
     amis: HashMap<String, Cached<String>>,
+    /// Subnets per selector (as `key=value` text).
+    subnets: HashMap<String, Cached<Vec<Subnet>>>,
+    /// Security groups per selector (as `key=value` text).
+    security_groups: HashMap<String, Cached<Vec<SecurityGroup>>>,
+    /// AMIs per `amiSelector` (as `key=value` text), newest first.
+    selected_amis: HashMap<String, Cached<Vec<api::Image>>>,
     /// Instance profiles found in IAM with a role (misses are never cached).
     instance_profiles: HashMap<String, Cached<InstanceProfileInfo>>,
     launch_templates: BTreeMap<String, String>,
+    /// When each of our launch templates (by name) was last used, or first seen unused.
+    template_used: HashMap<String, Instant>,
+    /// When unused launch templates were last looked for.
+    template_gc_at: Option<Instant>,
 }
 
 /// Fleet overrides grouped by architecture (one launch template each), in option order.
 type ArchOverrides = Vec<(Architecture, Vec<FleetOverride>)>;
+
+/// What tells our launch templates of one launch apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TemplateKey<'a> {
+    arch: Architecture,
+    accelerator: Accelerator,
+    kubelet: Option<&'a KubeletArgs>,
+}
+
+/// Most launch-template configs one CreateFleet call may carry.
+pub const MAX_LAUNCH_TEMPLATE_CONFIGS: usize = 50;
+
+/// One launch template's overrides.
+type Group<'a> = (TemplateKey<'a>, Vec<FleetOverride>);
+
+/// Groups overrides by launch template (architecture, accelerator, kubelet settings of their
+/// type, from `key_of`), groups in the order their first type appears in `options` (cheapest
+/// first), overrides in their order. At most [`MAX_LAUNCH_TEMPLATE_CONFIGS`] groups are kept:
+/// the types of later groups (the dearest) are left out of this call.
+fn group_overrides<'a>(
+    by_arch: &ArchOverrides,
+    options: &[String],
+    key_of: impl Fn(&str) -> (Accelerator, Option<&'a KubeletArgs>),
+) -> Vec<Group<'a>> {
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    for (arch, overrides) in by_arch {
+        for o in overrides {
+            let (accelerator, kubelet) = key_of(&o.instance_type);
+            let key = TemplateKey {
+                arch: *arch,
+                accelerator,
+                kubelet,
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some(g) => g.1.push(o.clone()),
+                None => groups.push((key, vec![o.clone()])),
+            }
+        }
+    }
+    let rank = |g: &Group<'_>| {
+        g.1.iter()
+            .filter_map(|o| options.iter().position(|n| *n == o.instance_type))
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    groups.sort_by_key(|g| rank(g));
+    groups.truncate(MAX_LAUNCH_TEMPLATE_CONFIGS);
+    groups
+}
+
+/// What one launch template boots beyond the provider's settings.
+struct BootSettings<'a> {
+    /// The capacity type of the fleet that uses the template (the node's capacity-type label).
+    capacity_type: &'a str,
+    /// The kubelet settings the engine planned its instance types with.
+    kubelet: Option<&'a KubeletArgs>,
+    /// The AWSNodeTemplate's `userData`, merged with ours.
+    user_data: Option<&'a str>,
+    /// The AWSNodeTemplate's `detailedMonitoring`.
+    detailed_monitoring: bool,
+}
+
+/// The AWSNodeTemplate settings that are not part of the inline provider block.
+#[derive(Debug, Clone, Default)]
+struct TemplateExtras {
+    user_data: Option<String>,
+    ami_selector: Option<BTreeMap<String, String>>,
+    detailed_monitoring: bool,
+}
+
+/// The AMI family whose AMIs come from `amiSelector` and boot the user's `userData` alone.
+pub const CUSTOM_AMI_FAMILY: &str = "Custom";
+
+/// EC2's name of an architecture in DescribeImages.
+fn ec2_architecture(arch: Architecture) -> &'static str {
+    match arch {
+        Architecture::Amd64 => "x86_64",
+        Architecture::Arm64 => "arm64",
+    }
+}
 
 /// The provider's AWS settings resolved for one launch.
 struct Resolved {
@@ -174,6 +319,7 @@ pub struct AwsCloud<A> {
     unavailable: UnavailableOfferings,
     node_templates: Mutex<HashMap<String, AwsNodeTemplateSpec>>,
     caches: Mutex<Caches>,
+    jitter: Jitter,
 }
 
 impl<A> std::fmt::Debug for AwsCloud<A> {
@@ -196,6 +342,7 @@ impl<A: Ec2Api> AwsCloud<A> {
             config,
             node_templates: Mutex::new(HashMap::new()),
             caches: Mutex::new(Caches::default()),
+            jitter: Jitter::new(),
         }
     }
 
@@ -214,6 +361,11 @@ impl<A: Ec2Api> AwsCloud<A> {
         lock(&self.node_templates).insert(name.to_string(), spec);
     }
 
+    /// How long to wait before retry `attempt`: the backoff ceiling, jittered.
+    fn retry_wait(&self, attempt: u32) -> Duration {
+        jittered(self.config.backoff(attempt), self.jitter.next())
+    }
+
     /// Calls `f` until it succeeds, fails for good, or attempts run out.
     async fn call<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, CloudError>
     where
@@ -226,7 +378,7 @@ impl<A: Ec2Api> AwsCloud<A> {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && attempt + 1 < self.config.max_attempts => {
                     tracing::debug!(operation, code = %e.code, attempt, "retrying");
-                    self.clock.sleep(self.config.backoff(attempt)).await;
+                    self.clock.sleep(self.retry_wait(attempt)).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into_cloud(operation)),
@@ -255,6 +407,25 @@ impl<A: Ec2Api> AwsCloud<A> {
         })
     }
 
+    /// The referenced AWSNodeTemplate's `userData`, `amiSelector` and `detailedMonitoring`
+    /// (nothing for an inline provider, which has none of them).
+    fn extras_of(&self, provisioner: &Provisioner) -> TemplateExtras {
+        if provisioner.spec.provider.is_some() {
+            return TemplateExtras::default();
+        }
+        let Some(r) = &provisioner.spec.provider_ref else {
+            return TemplateExtras::default();
+        };
+        lock(&self.node_templates)
+            .get(&r.name)
+            .map(|t| TemplateExtras {
+                user_data: t.user_data.clone(),
+                ami_selector: t.ami_selector.clone().filter(|s| !s.is_empty()),
+                detailed_monitoring: t.detailed_monitoring.unwrap_or(false),
+            })
+            .unwrap_or_default()
+    }
+
     /// Where a provisioner's instance profile name comes from, for error messages.
     fn instance_profile_field(&self, provisioner: &Provisioner, provider: &AwsProvider) -> String {
         if provider.instance_profile.is_none() {
@@ -275,21 +446,48 @@ impl<A: Ec2Api> AwsCloud<A> {
         instance_profile: &str,
         security_groups: &[SecurityGroup],
         request: &NodeRequest,
+        boot: &BootSettings<'_>,
     ) -> Result<LaunchTemplateSpec, CloudError> {
+        let mut labels = request.labels.clone();
+        // The option actually launched, also after a spot to on-demand fallback.
+        labels.insert(CAPACITY_TYPE.to_string(), boot.capacity_type.to_string());
         let bootstrap = Bootstrap {
             cluster_name: &self.config.cluster_name,
             cluster_endpoint: &self.config.cluster_endpoint,
             ca_bundle: &self.config.cluster_ca_bundle,
-            labels: &request.labels,
+            labels: &labels,
             taints: &request.taints,
+            kubelet: boot.kubelet,
         };
-        let user_data =
-            bootstrap
-                .for_family(family)
-                .ok_or_else(|| CloudError::UnknownAmiFamily {
-                    family: family.to_string(),
-                    known: SUPPORTED_AMI_FAMILIES.to_vec(),
-                })?;
+        let provisioner = request
+            .provisioner
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default();
+        let invalid = |e: user_data::UserDataError| CloudError::InvalidProvider {
+            provisioner: provisioner.clone(),
+            message: e.to_string(),
+        };
+        let user_data = if family == CUSTOM_AMI_FAMILY {
+            // A custom AMI boots the user's data alone: it knows how to join.
+            boot.user_data.unwrap_or_default().to_string()
+        } else {
+            let ours =
+                bootstrap
+                    .for_family(family)
+                    .ok_or_else(|| CloudError::UnknownAmiFamily {
+                        family: family.to_string(),
+                        known: SUPPORTED_AMI_FAMILIES.to_vec(),
+                    })?;
+            match boot.user_data.filter(|u| !u.trim().is_empty()) {
+                None => ours,
+                Some(user) if family == "Bottlerocket" => {
+                    user_data::merge_bottlerocket(user, &ours).map_err(invalid)?
+                }
+                Some(user) => user_data::merge_mime(user, &ours).map_err(invalid)?,
+            }
+        };
         let user_data = base64::engine::general_purpose::STANDARD.encode(user_data);
         let sg_ids: Vec<String> = security_groups.iter().map(|g| g.id.clone()).collect();
         let metadata_options = metadata_options_with_defaults(provider.metadata_options.as_ref());
@@ -307,9 +505,16 @@ impl<A: Ec2Api> AwsCloud<A> {
             &user_data,
             &metadata,
             &devices,
+            if boot.detailed_monitoring {
+                "monitoring"
+            } else {
+                ""
+            },
         ]);
         let mut tags = BTreeMap::new();
         tags.insert(cluster_tag_key(&self.config.cluster_name), "owned".into());
+        tags.insert(PROVISIONER_TAG.into(), provisioner.clone());
+        tags.insert(MANAGED_BY_TAG.into(), self.config.cluster_name.clone());
         Ok(LaunchTemplateSpec {
             name: launch_template_name(&self.config.cluster_name, hash),
             image_id,
@@ -319,6 +524,7 @@ impl<A: Ec2Api> AwsCloud<A> {
             metadata_options: Some(metadata_options),
             block_device_mappings,
             tags,
+            detailed_monitoring: boot.detailed_monitoring,
         })
     }
 
@@ -375,7 +581,7 @@ impl<A: Ec2Api> AwsCloud<A> {
                 Ok(r) => return Ok(Ok(r)),
                 Err(e) if e.is_retryable() && attempt + 1 < self.config.max_attempts => {
                     tracing::debug!(code = %e.code, attempt, "retrying CreateFleet");
-                    self.clock.sleep(self.config.backoff(attempt)).await;
+                    self.clock.sleep(self.retry_wait(attempt)).await;
                     attempt += 1;
                     if let Some(i) = self.find_by_token(token).await? {
                         return Ok(Err(i));
@@ -415,9 +621,8 @@ impl<A: Ec2Api> AwsCloud<A> {
             .collect();
         // The zonal subnets where a type can be launched with a capacity type now.
         let usable = |info: &AwsInstanceTypeInfo, ct: &str| -> Vec<(&str, &Subnet)> {
-            if !info.supported_usage_classes.iter().any(|u| u == ct)
-                || (ct == CAPACITY_TYPE_ON_DEMAND && info.on_demand_price.is_none())
-            {
+            // A type without a known price is still launchable (priced as unknown).
+            if !info.supported_usage_classes.iter().any(|u| u == ct) {
                 return vec![];
             }
             zonal
@@ -622,12 +827,28 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
         &self,
         provisioner: &Provisioner,
     ) -> Result<Vec<InstanceType>, CloudError> {
-        let Resolved { subnets, .. } = self.resolve(provisioner).await?;
+        let Resolved { provider, subnets } = self.resolve(provisioner).await?;
         let zones: BTreeSet<&str> = subnets.iter().map(|s| s.zone.as_str()).collect();
+        // With an amiSelector, only the architectures of the selected AMIs can boot.
+        let extras = self.extras_of(provisioner);
+        let architectures: Option<BTreeSet<String>> =
+            match (&extras.ami_selector, &provider.launch_template) {
+                (Some(sel), None) => {
+                    let family = provider.ami_family.clone().unwrap_or_else(|| "AL2".into());
+                    let images = self.selected_amis(&family, sel).await?;
+                    Some(images.iter().map(|i| i.architecture.clone()).collect())
+                }
+                _ => None,
+            };
         let infos = self.instance_type_infos().await?;
         let spot = self.spot_prices().await?;
         let mut types: Vec<InstanceType> = infos
             .iter()
+            .filter(|info| {
+                architectures
+                    .as_ref()
+                    .is_none_or(|a| a.contains(ec2_architecture(info.architecture)))
+            })
             .filter_map(|info| {
                 let mut info = info.clone();
                 info.zones.retain(|z| zones.contains(z.as_str()));
@@ -639,6 +860,9 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                     if o.capacity_type == CAPACITY_TYPE_SPOT {
                         o.price = spot.get(&(t.name.clone(), o.zone.clone())).copied();
                     }
+                    // No known on-demand price: still launchable, priced as unknown (the
+                    // packer ranks it after every priced option).
+                    o.available = true;
                 }
                 Some(t)
             })
@@ -657,13 +881,32 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
             .unwrap_or_default();
         let Resolved { provider, subnets } = self.resolve(&request.provisioner).await?;
         let family = provider.ami_family.clone().unwrap_or_else(|| "AL2".into());
-        if provider.launch_template.is_none() && !SUPPORTED_AMI_FAMILIES.contains(&family.as_str())
+        let extras = self.extras_of(&request.provisioner);
+        if provider.launch_template.is_none()
+            && family != CUSTOM_AMI_FAMILY
+            && !SUPPORTED_AMI_FAMILIES.contains(&family.as_str())
         {
             return Err(CloudError::UnknownAmiFamily {
                 family,
                 known: SUPPORTED_AMI_FAMILIES.to_vec(),
             });
         }
+        if provider.launch_template.is_none()
+            && family == CUSTOM_AMI_FAMILY
+            && extras.ami_selector.is_none()
+        {
+            return Err(CloudError::InvalidProvider {
+                provisioner: name,
+                message: "amiFamily Custom has no AMI of its own: set amiSelector on the \
+                          AWSNodeTemplate (and userData that joins the cluster)"
+                    .into(),
+            });
+        }
+        // AMIs from the selector, newest first, instead of the family's SSM parameters.
+        let selected = match (&extras.ami_selector, &provider.launch_template) {
+            (Some(sel), None) => Some(self.selected_amis(&family, sel).await?),
+            _ => None,
+        };
         let instance_profile = provider
             .instance_profile
             .clone()
@@ -709,6 +952,20 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
         } else {
             Arc::default()
         };
+        // The kubelet settings each option was planned with (our templates only: a user's
+        // launch template carries its own user data).
+        let own_templates = provider.launch_template.is_none();
+        let kubelet = request.provisioner.spec.kubelet_configuration.as_ref();
+        let planned: HashMap<String, (Accelerator, KubeletArgs)> = request
+            .instance_types
+            .iter()
+            .filter_map(|n| infos.iter().find(|i| &i.name == n))
+            .map(|info| {
+                let t = aws_instance_type(info, &AwsCatalogOptions::default());
+                let args = KubeletArgs::planned(&t, kubelet);
+                (info.name.clone(), (Accelerator::of(info), args))
+            })
+            .collect();
         let mut errors: Vec<String> = Vec::new();
         let mut tried: BTreeSet<String> = BTreeSet::new();
         for _ in 0..self.config.max_launch_rounds.max(1) {
@@ -721,17 +978,67 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                 let all: Vec<FleetOverride> = by_arch.drain(..).flat_map(|(_, o)| o).collect();
                 by_arch.push((Architecture::Amd64, all));
             }
+
             // A template of ours deleted behind our back is recreated once.
-            let own_templates = provider.launch_template.is_none();
             let mut recreated = false;
+            // One launch template per architecture, accelerator (the AMI variant) and kubelet
+            // settings (max pods and reservations differ by instance type), in option order.
+            let mut groups = group_overrides(&by_arch, &request.instance_types, |t| match planned
+                .get(t)
+            {
+                Some((a, k)) if own_templates => (*a, Some(k)),
+                _ => (Accelerator::None, None),
+            });
+            // With an amiSelector: each group boots the newest selected AMI of its
+            // architecture; types of an architecture no selected AMI has are left out.
+            let mut images: HashMap<Architecture, String> = HashMap::new();
+            if let Some(sel) = &selected {
+                for (key, _) in &groups {
+                    if let Some(i) = sel
+                        .iter()
+                        .find(|i| i.architecture == ec2_architecture(key.arch))
+                    {
+                        images.insert(key.arch, i.id.clone());
+                    }
+                }
+                groups.retain(|(k, _)| images.contains_key(&k.arch));
+                if groups.is_empty() {
+                    return Err(CloudError::AmiNotFound {
+                        family: family.clone(),
+                        parameter: format!(
+                            "amiSelector {}",
+                            crate::cloud::provider::describe_selector(
+                                extras.ami_selector.as_ref().unwrap_or(&BTreeMap::new())
+                            )
+                        ),
+                        message: format!(
+                            "the selected AMIs ({}) fit none of the architectures of {:?}",
+                            sel.iter()
+                                .map(|i| format!("{} {}", i.id, i.architecture))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            request.instance_types
+                        ),
+                    });
+                }
+            }
             let (fleet, response) = loop {
                 let mut configs = Vec::new();
-                for (arch, overrides) in by_arch.iter().cloned() {
+                for (key, overrides) in groups.iter().cloned() {
                     tried.extend(overrides.iter().map(|o| o.instance_type.clone()));
                     let template = match &provider.launch_template {
                         Some(t) => t.clone(),
                         None => {
-                            let ami = self.ami(&family, arch).await?;
+                            let ami = match images.get(&key.arch) {
+                                Some(id) => id.clone(),
+                                None => self.ami(&family, key.arch, key.accelerator).await?,
+                            };
+                            let boot = BootSettings {
+                                capacity_type: &capacity_type,
+                                kubelet: key.kubelet,
+                                user_data: extras.user_data.as_deref(),
+                                detailed_monitoring: extras.detailed_monitoring,
+                            };
                             let spec = self.launch_template_spec(
                                 &provider,
                                 &family,
@@ -739,6 +1046,7 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                                 &instance_profile,
                                 &security_groups,
                                 request,
+                                &boot,
                             )?;
                             self.ensure_launch_template(&spec).await?;
                             spec.name
@@ -875,6 +1183,10 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
         Ok(self.describe(instance_id).await?.filter(|i| self.owns(i)))
     }
 
+    async fn collect_garbage(&self) -> Result<Vec<String>, CloudError> {
+        self.collect_launch_templates().await
+    }
+
     async fn list(&self) -> Result<Vec<Instance>, CloudError> {
         let filters = self.owned_filters();
         let mut all = self
@@ -905,11 +1217,13 @@ impl<A: Ec2Api> AwsCloud<A> {
     }
 }
 
-/// The EC2/SSM operations this module calls, as IAM actions (checked against
+/// The EC2/SSM/IAM/Pricing operations this module calls, as IAM actions (checked against
 /// [`crate::cloud::iam::IAM_ACTIONS`]).
 pub const CALLED_ACTIONS: &[&str] = &[
     "ec2:CreateFleet",
     "ec2:CreateLaunchTemplate",
+    "ec2:DeleteLaunchTemplate",
+    "ec2:DescribeImages",
     "ec2:DescribeInstanceTypeOfferings",
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeInstances",
@@ -919,6 +1233,7 @@ pub const CALLED_ACTIONS: &[&str] = &[
     "ec2:DescribeSubnets",
     "ec2:TerminateInstances",
     "iam:GetInstanceProfile",
+    "pricing:GetProducts",
     "ssm:GetParameter",
 ];
 
@@ -963,6 +1278,21 @@ mod tests {
         assert_eq!(c.backoff(0), Duration::from_millis(200));
         assert_eq!(c.backoff(1), Duration::from_millis(400));
         assert_eq!(c.backoff(10), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retries_wait_a_jittered_half_to_all_of_the_backoff() {
+        let d = Duration::from_millis(400);
+        assert_eq!(jittered(d, 0), Duration::from_millis(200));
+        assert_eq!(jittered(d, 200_000_000), d);
+        assert_eq!(jittered(Duration::ZERO, 12345), Duration::ZERO);
+        let j = Jitter::new();
+        let waits: BTreeSet<Duration> = (0..50).map(|_| jittered(d, j.next())).collect();
+        assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d), "{waits:?}");
+        assert!(
+            waits.len() > 40,
+            "waits are spread, not lock-step: {waits:?}"
+        );
     }
 
     fn fleet(capacity_type: &str, types: &[&str]) -> FleetRequest {
@@ -1011,6 +1341,46 @@ mod tests {
         );
         let br = default_block_devices("Bottlerocket");
         assert_eq!(br[1].device_name.as_deref(), Some("/dev/xvdb"));
+    }
+
+    #[test]
+    fn overrides_group_per_launch_template_within_create_fleet_limits() {
+        let names: Vec<String> = (0..60).map(|i| format!("t{i}.large")).collect();
+        let args: Vec<KubeletArgs> = (0..60)
+            .map(|i| KubeletArgs {
+                max_pods: i,
+                ..Default::default()
+            })
+            .collect();
+        let o = |t: &str| FleetOverride {
+            instance_type: t.to_string(),
+            subnet_id: "subnet-1".into(),
+            zone: "us-east-1a".into(),
+        };
+        // arm64 types listed after the amd64 ones, though t1 (arm64) is the second cheapest.
+        let arm: Vec<FleetOverride> = names.iter().skip(1).step_by(2).map(|n| o(n)).collect();
+        let amd: Vec<FleetOverride> = names.iter().step_by(2).map(|n| o(n)).collect();
+        let by_arch: ArchOverrides = vec![(Architecture::Amd64, amd), (Architecture::Arm64, arm)];
+        let index = |t: &str| names.iter().position(|n| n == t).unwrap();
+        let groups = group_overrides(&by_arch, &names, |t| {
+            (Accelerator::None, Some(&args[index(t)]))
+        });
+        assert_eq!(groups.len(), MAX_LAUNCH_TEMPLATE_CONFIGS);
+        let kept: Vec<&str> = groups
+            .iter()
+            .map(|g| g.1[0].instance_type.as_str())
+            .collect();
+        // The cheapest 50, in option order: the dearest 10 are left out.
+        assert_eq!(
+            kept,
+            names[..50].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(groups[1].0.arch, Architecture::Arm64);
+        // Same settings: one group.
+        let same = KubeletArgs::default();
+        let groups = group_overrides(&by_arch, &names, |_| (Accelerator::None, Some(&same)));
+        assert_eq!(groups.len(), 2, "one per architecture");
+        assert_eq!(groups[0].1.len() + groups[1].1.len(), 60);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! [`Ec2Api`] over aws-sdk-ec2, aws-sdk-ssm and aws-sdk-iam.
+//! [`Ec2Api`] over aws-sdk-ec2, aws-sdk-ssm, aws-sdk-iam and aws-sdk-pricing.
 //!
 //! The SDK's own retries are off: [`super::AwsCloud`] retries with its injectable clock.
 
@@ -13,8 +13,8 @@ use crate::cloud::catalog::{AcceleratorInfo, Architecture, AwsInstanceTypeInfo, 
 use crate::cloud::provider::{Instance, InstanceState};
 
 use super::api::{
-    ApiError, Ec2Api, Filter, FleetError, FleetInstance, FleetRequest, FleetResponse,
-    InstanceProfileInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
+    ApiError, Ec2Api, Filter, FleetError, FleetInstance, FleetRequest, FleetResponse, Image,
+    InstanceProfileInfo, LaunchTemplateInfo, LaunchTemplateSpec, SecurityGroup, SpotPrice, Subnet,
 };
 
 /// The spot product Karpenter's instances run as (Linux in a VPC).
@@ -37,6 +37,7 @@ pub struct SdkApi {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     iam: aws_sdk_iam::Client,
+    pricing: aws_sdk_pricing::Client,
     page_size: Option<i32>,
 }
 
@@ -211,6 +212,43 @@ fn instance_of(i: &ec2::Instance) -> Option<Instance> {
     })
 }
 
+/// The Pricing API endpoints: us-east-1, eu-central-1 and ap-south-1 (cn-northwest-1 in
+/// China); the one nearest a region.
+pub fn pricing_endpoint_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "cn-northwest-1"
+    } else if region.starts_with("ap-") {
+        "ap-south-1"
+    } else if ["eu-", "me-", "af-", "il-"]
+        .iter()
+        .any(|p| region.starts_with(p))
+    {
+        "eu-central-1"
+    } else {
+        "us-east-1"
+    }
+}
+
+/// One GetProducts price-list document (JSON text): the instance type and its hourly
+/// on-demand USD price, when the document is an EC2 instance with one.
+pub fn on_demand_price_of(doc: &str) -> Option<(String, f64)> {
+    let v: serde_json::Value = serde_json::from_str(doc).ok()?;
+    let instance_type = v["product"]["attributes"]["instanceType"].as_str()?;
+    let terms = v["terms"]["OnDemand"].as_object()?;
+    let price = terms
+        .values()
+        .filter_map(|t| t["priceDimensions"].as_object())
+        .flat_map(|d| d.values())
+        .filter(|d| {
+            d["unit"]
+                .as_str()
+                .is_none_or(|u| u.eq_ignore_ascii_case("hrs"))
+        })
+        .filter_map(|d| d["pricePerUnit"]["USD"].as_str()?.parse::<f64>().ok())
+        .find(|p| *p > 0.0)?;
+    Some((instance_type.to_string(), price))
+}
+
 fn gib(q: &crate::api::Quantity) -> Option<i32> {
     let milli = q.milli().ok()?;
     let gib = (milli / 1000 + (1 << 30) - 1) >> 30;
@@ -241,17 +279,26 @@ impl SdkApi {
         let mut iam = aws_sdk_iam::Config::builder()
             .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
             .region(aws_sdk_iam::config::Region::new(settings.region.clone()))
-            .credentials_provider(creds)
+            .credentials_provider(creds.clone())
             .retry_config(aws_sdk_iam::config::retry::RetryConfig::disabled());
+        let mut pricing = aws_sdk_pricing::Config::builder()
+            .behavior_version(aws_sdk_pricing::config::BehaviorVersion::latest())
+            .region(aws_sdk_pricing::config::Region::new(
+                pricing_endpoint_region(&settings.region),
+            ))
+            .credentials_provider(creds)
+            .retry_config(aws_sdk_pricing::config::retry::RetryConfig::disabled());
         if let Some(url) = &settings.endpoint_url {
             ec2 = ec2.endpoint_url(url);
             ssm = ssm.endpoint_url(url);
             iam = iam.endpoint_url(url);
+            pricing = pricing.endpoint_url(url);
         }
         Self {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
             iam: aws_sdk_iam::Client::from_conf(iam.build()),
+            pricing: aws_sdk_pricing::Client::from_conf(pricing.build()),
             page_size: settings.page_size,
         }
     }
@@ -265,10 +312,17 @@ impl SdkApi {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
+        // The Pricing API is served from a few regions only.
+        let pricing = aws_sdk_pricing::config::Builder::from(&shared)
+            .region(aws_sdk_pricing::config::Region::new(
+                pricing_endpoint_region(&settings.region),
+            ))
+            .build();
         Self {
             ec2: aws_sdk_ec2::Client::new(&shared),
             ssm: aws_sdk_ssm::Client::new(&shared),
             iam: aws_sdk_iam::Client::new(&shared),
+            pricing: aws_sdk_pricing::Client::from_conf(pricing),
             page_size: settings.page_size,
         }
     }
@@ -441,6 +495,106 @@ impl Ec2Api for SdkApi {
         Ok(out)
     }
 
+    async fn describe_images(
+        &self,
+        f: Vec<Filter>,
+        owners: Vec<String>,
+        image_ids: Vec<String>,
+    ) -> Result<Vec<Image>, ApiError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        let ids = (!image_ids.is_empty()).then_some(image_ids);
+        // MaxResults cannot be combined with image IDs.
+        let page_size = if ids.is_some() { None } else { self.page_size };
+        loop {
+            let page = self
+                .ec2
+                .describe_images()
+                .set_filters(filters(f.clone()))
+                .set_owners((!owners.is_empty()).then(|| owners.clone()))
+                .set_image_ids(ids.clone())
+                .set_max_results(page_size)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            out.extend(page.images().iter().filter_map(|i| {
+                Some(Image {
+                    id: i.image_id()?.to_string(),
+                    name: i.name().unwrap_or_default().to_string(),
+                    architecture: i
+                        .architecture()
+                        .map(|a| a.as_str().to_string())
+                        .unwrap_or_default(),
+                    creation_date: i.creation_date().unwrap_or_default().to_string(),
+                })
+            }));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn on_demand_prices(&self, region: &str) -> Result<HashMap<String, f64>, ApiError> {
+        use aws_sdk_pricing::types::{Filter as PriceFilter, FilterType};
+        let pricing_error =
+            |e: aws_sdk_pricing::error::SdkError<_, _>| match ProvideErrorMetadata::code(&e) {
+                Some(code) => ApiError::new(code, e.message().unwrap_or_default()),
+                None => ApiError::new(
+                    "",
+                    &aws_sdk_pricing::error::DisplayErrorContext(&e).to_string(),
+                ),
+            };
+        let mut term_filters = Vec::new();
+        for (field, value) in [
+            ("regionCode", region),
+            ("operatingSystem", "Linux"),
+            ("tenancy", "Shared"),
+            ("preInstalledSw", "NA"),
+            ("capacitystatus", "Used"),
+            ("licenseModel", "No License required"),
+        ] {
+            let f = PriceFilter::builder()
+                .r#type(FilterType::TermMatch)
+                .field(field)
+                .value(value)
+                .build()
+                .map_err(|e| ApiError::new("InvalidParameter", &e.to_string()))?;
+            term_filters.push(f);
+        }
+        let mut out = HashMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .pricing
+                .get_products()
+                .service_code("AmazonEC2")
+                .format_version("aws_v1")
+                .set_filters(Some(term_filters.clone()))
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(pricing_error)?;
+            for doc in page.price_list() {
+                if let Some((instance_type, price)) = on_demand_price_of(doc) {
+                    out.insert(instance_type, price);
+                }
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn get_parameter(&self, name: &str) -> Result<String, ApiError> {
         let out = self
             .ssm
@@ -511,6 +665,49 @@ impl Ec2Api for SdkApi {
         }
     }
 
+    async fn describe_launch_templates(
+        &self,
+        f: Vec<Filter>,
+    ) -> Result<Vec<LaunchTemplateInfo>, ApiError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .ec2
+                .describe_launch_templates()
+                .set_filters(filters(f.clone()))
+                .set_max_results(self.page_size)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            out.extend(page.launch_templates().iter().filter_map(|t| {
+                Some(LaunchTemplateInfo {
+                    id: t.launch_template_id()?.to_string(),
+                    name: t.launch_template_name()?.to_string(),
+                    tags: tags_of(t.tags()),
+                })
+            }));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete_launch_template(&self, id: &str) -> Result<(), ApiError> {
+        self.ec2
+            .delete_launch_template()
+            .launch_template_id(id)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
     async fn create_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, ApiError> {
         let mut data = ec2::RequestLaunchTemplateData::builder()
             .image_id(&spec.image_id)
@@ -520,7 +717,20 @@ impl Ec2Api for SdkApi {
                     .build(),
             )
             .set_security_group_ids(Some(spec.security_group_ids.clone()))
-            .user_data(&spec.user_data);
+            .user_data(&spec.user_data)
+            // Network interfaces carry the template's ownership tags (CreateFleet cannot tag
+            // them).
+            .tag_specifications(
+                ec2::LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ec2::ResourceType::NetworkInterface)
+                    .set_tags(Some(sdk_tags(&spec.tags)))
+                    .build(),
+            )
+            .monitoring(
+                ec2::LaunchTemplatesMonitoringRequest::builder()
+                    .enabled(spec.detailed_monitoring)
+                    .build(),
+            );
         if let Some(m) = &spec.metadata_options {
             data = data.metadata_options(
                 ec2::LaunchTemplateInstanceMetadataOptionsRequest::builder()
@@ -625,6 +835,7 @@ impl Ec2Api for SdkApi {
                     })
                     .build(),
             )
+            .tag_specifications(tag_spec(ec2::ResourceType::Fleet))
             .tag_specifications(tag_spec(ec2::ResourceType::Instance))
             .tag_specifications(tag_spec(ec2::ResourceType::Volume));
         call = if spot {
@@ -733,5 +944,37 @@ impl Ec2Api for SdkApi {
             .await
             .map_err(sdk_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_list_documents_give_the_hourly_on_demand_price() {
+        let doc = r#"{"product":{"productFamily":"Compute Instance","attributes":{"instanceType":"m5.large","regionCode":"eu-west-1","operatingSystem":"Linux"},"sku":"X"},"serviceCode":"AmazonEC2","terms":{"OnDemand":{"X.JRTCKXETXF":{"priceDimensions":{"X.JRTCKXETXF.6YS6EN2CT7":{"unit":"Hrs","endRange":"Inf","description":"$0.107 per On Demand Linux m5.large Instance Hour","pricePerUnit":{"USD":"0.1070000000"}}},"sku":"X","effectiveDate":"2024-01-01T00:00:00Z"}}}}"#;
+        assert_eq!(on_demand_price_of(doc), Some(("m5.large".into(), 0.107)));
+        // Not an instance, no on-demand term, a zero price (a reservation's placeholder), junk.
+        assert_eq!(
+            on_demand_price_of(r#"{"product":{"attributes":{}},"terms":{"OnDemand":{}}}"#),
+            None
+        );
+        assert_eq!(
+            on_demand_price_of(r#"{"product":{"attributes":{"instanceType":"x"}},"terms":{}}"#),
+            None
+        );
+        let zero = doc.replace("0.1070000000", "0.0000000000");
+        assert_eq!(on_demand_price_of(&zero), None);
+        assert_eq!(on_demand_price_of("not json"), None);
+    }
+
+    #[test]
+    fn the_pricing_endpoint_is_the_nearest_of_its_regions() {
+        assert_eq!(pricing_endpoint_region("us-west-2"), "us-east-1");
+        assert_eq!(pricing_endpoint_region("eu-west-1"), "eu-central-1");
+        assert_eq!(pricing_endpoint_region("ap-northeast-1"), "ap-south-1");
+        assert_eq!(pricing_endpoint_region("cn-north-1"), "cn-northwest-1");
+        assert_eq!(pricing_endpoint_region("sa-east-1"), "us-east-1");
     }
 }

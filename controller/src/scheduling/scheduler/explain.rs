@@ -11,6 +11,7 @@ impl State {
             ..Decision::default()
         };
         let mut upper_bound = false;
+        let mut unpriced = 0;
         for node in &self.nodes {
             if node.pods.is_empty() {
                 continue;
@@ -50,6 +51,14 @@ impl State {
                     }
                 }
             }
+            // An option with no known price at all (e.g. a type the price table lacks) is
+            // still launched when nothing priced fits; its price is unknown, not f64::MAX.
+            let (price, ub) = if price >= f64::MAX {
+                unpriced += 1;
+                (0.0, false)
+            } else {
+                (price, ub)
+            };
             upper_bound |= ub;
             d.total_price_per_hour += price;
             d.nodes.push(NewNode {
@@ -70,6 +79,12 @@ impl State {
                  price (an upper bound); pass a spot discount assumption or live prices"
                     .to_string(),
             );
+        }
+        if unpriced > 0 {
+            d.notes.push(format!(
+                "{unpriced} new node(s) have no known price (their instance types have none): \
+                 priced at 0 and left out of the total"
+            ));
         }
         for (p, fails) in &self.unschedulable {
             let info = &infos[*p];
