@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use clap::ValueEnum;
 use k8s_openapi::api::core::v1::Pod;
@@ -23,9 +22,8 @@ use karpenter::scheduling::{
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::facts::{self, Price};
-use crate::manifest::FilenameArgs;
-use crate::source::{self, Inventory, KubeArgs};
+use crate::facts::{self, CatalogArgs, Price};
+use crate::source::{self, BundleArgs, Inventory, KubeArgs};
 use crate::Status;
 
 /// Examples shown at the end of `explain --help`.
@@ -71,31 +69,17 @@ pub struct ExplainArgs {
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Explain from files (a support bundle: `kubectl get ... -o yaml`, manifests, the
-    /// walkthrough's JSON) instead of the live cluster; repeatable, directories, `-` for stdin.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub filenames: Vec<PathBuf>,
-
-    /// Read the directories given with -f recursively.
-    #[arg(short = 'R', long)]
-    pub recursive: bool,
+    /// Files instead of the live cluster.
+    #[command(flatten)]
+    pub files: BundleArgs,
 
     /// The cluster to read.
     #[command(flatten)]
     pub kube: KubeArgs,
 
-    /// An instance-type catalog file instead of the built-in AWS us-east-1 catalog.
-    #[arg(long, value_name = "FILE")]
-    pub instance_types: Option<PathBuf>,
-
-    /// Price spot offerings of the built-in catalog at this discount off on-demand (0 to 0.9).
-    #[arg(long, value_name = "FRACTION")]
-    pub assume_spot_discount: Option<f64>,
+    /// The instance-type catalog.
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
 
     /// Evaluate ages and TTLs at this time (RFC 3339), e.g. when the files are a support
     /// bundle taken earlier; default: now.
@@ -161,15 +145,8 @@ pub fn parse_target(target: &str, name: Option<&str>) -> Result<(Kind, String)> 
 /// Runs `explain`.
 pub fn run(args: &ExplainArgs, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<Status> {
     let (kind, name) = parse_target(&args.target, args.name.as_deref())?;
-    let catalog = facts::catalog(args.instance_types.as_deref(), args.assume_spot_discount)?;
-    let inv = source::load(
-        &FilenameArgs {
-            filenames: args.filenames.clone(),
-            recursive: args.recursive,
-        },
-        &args.kube,
-        stdin,
-    )?;
+    let catalog = args.catalog.load()?;
+    let inv = source::load(&args.files.files(), &args.kube, stdin)?;
     let now = crate::facts::parse_now(args.now.as_deref())?;
     let explanation = match kind {
         Kind::Pod => Explanation::Pod(Box::new(explain_pod(&inv, &catalog, &name, now)?)),

@@ -21,6 +21,27 @@ use crate::error::{Error, Result};
 /// Hours in a month, as AWS prices a month (730 h).
 pub const HOURS_PER_MONTH: f64 = 730.0;
 
+/// The catalog flags of `explain`, `nodes` and `simulate`.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct CatalogArgs {
+    /// An instance-type catalog file (YAML or JSON list) instead of the built-in AWS us-east-1
+    /// catalog.
+    #[arg(long, value_name = "FILE")]
+    pub instance_types: Option<std::path::PathBuf>,
+
+    /// Price spot offerings of the built-in catalog at this discount off on-demand (0 to 0.9),
+    /// instead of leaving spot prices unknown.
+    #[arg(long, value_name = "FRACTION")]
+    pub assume_spot_discount: Option<f64>,
+}
+
+impl CatalogArgs {
+    /// The catalog these flags choose.
+    pub fn load(&self) -> Result<Vec<InstanceType>> {
+        catalog(self.instance_types.as_deref(), self.assume_spot_discount)
+    }
+}
+
 /// The instance-type catalog: a file (`--instance-types`) or the built-in AWS us-east-1 one.
 pub fn catalog(
     file: Option<&Path>,

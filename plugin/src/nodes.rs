@@ -3,7 +3,6 @@
 //! cluster's price per hour and per month.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use clap::ValueEnum;
 use k8s_openapi::jiff::Timestamp;
@@ -12,10 +11,9 @@ use karpenter::cluster::nodes;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::facts::{self, Price, HOURS_PER_MONTH};
-use crate::manifest::FilenameArgs;
+use crate::facts::{self, CatalogArgs, Price, HOURS_PER_MONTH};
 use crate::report::Style;
-use crate::source::{self, Inventory, KubeArgs};
+use crate::source::{self, BundleArgs, Inventory, KubeArgs};
 use crate::Status;
 
 /// Examples shown at the end of `nodes --help`.
@@ -51,19 +49,9 @@ pub enum NodesOutput {
 /// Arguments of `nodes`.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct NodesArgs {
-    /// Read nodes and pods from files instead of the live cluster; repeatable, directories,
-    /// `-` for stdin.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub filenames: Vec<PathBuf>,
-
-    /// Read the directories given with -f recursively.
-    #[arg(short = 'R', long)]
-    pub recursive: bool,
+    /// Files instead of the live cluster.
+    #[command(flatten)]
+    pub files: BundleArgs,
 
     /// The cluster to read.
     #[command(flatten)]
@@ -73,13 +61,9 @@ pub struct NodesArgs {
     #[arg(long, value_name = "NAME")]
     pub provisioner: Option<String>,
 
-    /// An instance-type catalog file instead of the built-in AWS us-east-1 catalog.
-    #[arg(long, value_name = "FILE")]
-    pub instance_types: Option<PathBuf>,
-
-    /// Price spot offerings of the built-in catalog at this discount off on-demand (0 to 0.9).
-    #[arg(long, value_name = "FRACTION")]
-    pub assume_spot_discount: Option<f64>,
+    /// The instance-type catalog.
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
 
     /// Evaluate ages and TTLs at this time (RFC 3339), e.g. when the files are a support
     /// bundle taken earlier; default: now.
@@ -347,15 +331,8 @@ pub fn run(
     stdout: &mut dyn Write,
     style: Style,
 ) -> Result<Status> {
-    let catalog = facts::catalog(args.instance_types.as_deref(), args.assume_spot_discount)?;
-    let inv = source::load(
-        &FilenameArgs {
-            filenames: args.filenames.clone(),
-            recursive: args.recursive,
-        },
-        &args.kube,
-        stdin,
-    )?;
+    let catalog = args.catalog.load()?;
+    let inv = source::load(&args.files.files(), &args.kube, stdin)?;
     let now = facts::parse_now(args.now.as_deref())?;
     let v = view(&inv, &catalog, args.provisioner.as_deref(), now);
     match args.output {

@@ -86,18 +86,13 @@ pub struct SimulateArgs {
     #[arg(short = 'R', long)]
     pub recursive: bool,
 
-    /// An instance-type catalog file (YAML or JSON list) instead of the built-in AWS catalog.
-    #[arg(long, value_name = "FILE")]
-    pub instance_types: Option<PathBuf>,
-
     /// Set a Deployment's replicas before packing: `deployment/NAME=N` or `NAME=N` (repeatable).
     #[arg(long, value_name = "DEPLOYMENT=N")]
     pub scale: Vec<String>,
 
-    /// Price spot offerings of the built-in catalog at this discount off on-demand (0 to 0.9),
-    /// instead of leaving spot prices unknown.
-    #[arg(long, value_name = "FRACTION")]
-    pub assume_spot_discount: Option<f64>,
+    /// The instance-type catalog.
+    #[command(flatten)]
+    pub catalog: crate::facts::CatalogArgs,
 
     /// Skip the price-improvement pass (plain first-fit-decreasing, as Karpenter packs).
     #[arg(long)]
@@ -161,7 +156,7 @@ pub fn run(
         .map(|s| parse_scale(s))
         .collect::<Result<Vec<_>>>()?;
     // Checked before any I/O: a bad flag is a usage error whatever the input.
-    let catalog = crate::facts::catalog(args.instance_types.as_deref(), args.assume_spot_discount)?;
+    let catalog = args.catalog.load()?;
     let demo = args.offline && args.filenames.is_empty();
     let live = if args.offline {
         Vec::new()

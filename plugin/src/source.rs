@@ -61,6 +61,34 @@ pub struct KubeArgs {
     pub request_timeout: String,
 }
 
+/// `-f`/`-R` of `explain` and `nodes`: files instead of the live cluster.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct BundleArgs {
+    /// Read from files (a support bundle: `kubectl get ... -o yaml`, manifests, the
+    /// walkthrough's JSON) instead of the live cluster; repeatable, directories, `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub filenames: Vec<PathBuf>,
+
+    /// Read the directories given with -f recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+impl BundleArgs {
+    /// As the file reader takes them.
+    pub fn files(&self) -> FilenameArgs {
+        FilenameArgs {
+            filenames: self.filenames.clone(),
+            recursive: self.recursive,
+        }
+    }
+}
+
 /// What the commands read: the cluster index plus what could not be read into it.
 #[derive(Debug, Default)]
 pub struct Inventory {

@@ -3,7 +3,8 @@
 //! 127.0.0.1) and the real control plane, kwok running the kubelets: the guide's walkthrough
 //! launches tagged instances, binds every pod, survives `kill -9` in the middle of a round
 //! without leaking or duplicating an instance, and terminates the instances once the nodes are
-//! empty past the TTL.
+//! empty past the TTL. Of two replicas under leader election only the Lease holder launches,
+//! and after the holder is killed with `kill -9` the other takes over once the Lease expires.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -95,11 +96,22 @@ fn node_instances(cp: &ControlPlane) -> BTreeSet<String> {
 }
 
 fn start_controller(cp: &ControlPlane, name: &str, endpoint: &str) {
+    start_replica(cp, name, endpoint, None);
+}
+
+/// A controller process; with `identity`, one of several replicas under leader election.
+fn start_replica(cp: &ControlPlane, name: &str, endpoint: &str, identity: Option<&str>) {
     let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
+    let election = match identity {
+        Some(id) => format!("--identity={id}"),
+        // A restarted process must not wait out the old one's Lease in the kill -9 test.
+        None => "--no-leader-election".to_string(),
+    };
     cp.start_component_with_env(
         name,
         &binary("karpenter-controller").expect("controller built"),
         &[
+            &election,
             &format!("--cluster-name={CLUSTER}"),
             "--cluster-endpoint=https://127.0.0.1:6443",
             "--cluster-ca-bundle=Q0EK",
@@ -111,8 +123,6 @@ fn start_controller(cp: &ControlPlane, name: &str, endpoint: &str) {
             &format!("--kubeconfig={kubeconfig}"),
             "--metrics-listen=127.0.0.1:0",
             "--batch-idle-duration=1s",
-            // A restarted replica must not wait out the old holder's lease in this test.
-            "--no-leader-election",
         ],
         // Static fake credentials: the SDK never looks further (no instance metadata call).
         &[
@@ -124,8 +134,9 @@ fn start_controller(cp: &ControlPlane, name: &str, endpoint: &str) {
     .expect("controller starts");
 }
 
-#[test]
-fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
+/// A control plane with moto seeded, the Provisioner applied and `inflate` at 0 replicas of
+/// 1 CPU.
+fn setup() -> (ControlPlane, String) {
     karpenter_e2e::install_crypto();
     let cp = ControlPlane::start(Options::default().controller_manager().scheduler().kwok())
         .expect("control plane");
@@ -141,7 +152,6 @@ fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
     );
     cp.kubectl_ok(&["create", "namespace", "karpenter"])
         .expect("namespace");
-    start_controller(&cp, "karpenter-controller", &endpoint);
     let out = cp.apply(&provisioner()).expect("kubectl");
     assert!(
         out.status.success(),
@@ -164,20 +174,47 @@ fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
         "--requests=cpu=1",
     ])
     .expect("set resources");
+    (cp, endpoint)
+}
+
+fn all_running(cp: &ControlPlane, n: usize) -> Option<()> {
+    let pods = cp.get_json(&["pods", "-l", "app=inflate"]).ok()?;
+    let items = pods["items"].as_array()?.clone();
+    (items.len() == n
+        && items
+            .iter()
+            .all(|p| p["status"]["phase"] == "Running" && p["spec"]["nodeName"].is_string()))
+    .then_some(())
+}
+
+/// Live instance IDs in moto, once they equal the instances the Nodes point at (no leak, no
+/// duplicate).
+fn instances_match_nodes(cp: &ControlPlane, endpoint: &str) -> BTreeSet<String> {
+    cp.eventually("instances and nodes agree", Duration::from_secs(60), || {
+        let ids: BTreeSet<String> = live_instances(endpoint)
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_string))
+            .collect();
+        (ids == node_instances(cp)).then_some(ids)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)))
+}
+
+fn lease_holder(cp: &ControlPlane) -> Option<String> {
+    let lease = cp
+        .get_json(&["lease", "karpenter-leader-election", "-n", "karpenter"])
+        .ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+#[test]
+fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
+    let (cp, endpoint) = setup();
+    start_controller(&cp, "karpenter-controller", &endpoint);
     cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "3"])
         .expect("scale");
-
-    let all_running = |n: usize| {
-        let pods = cp.get_json(&["pods", "-l", "app=inflate"]).ok()?;
-        let items = pods["items"].as_array()?.clone();
-        (items.len() == n
-            && items
-                .iter()
-                .all(|p| p["status"]["phase"] == "Running" && p["spec"]["nodeName"].is_string()))
-        .then_some(())
-    };
     cp.eventually("3 inflate pods Running", Duration::from_secs(120), || {
-        all_running(3)
+        all_running(&cp, 3)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
 
@@ -197,11 +234,7 @@ fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
             "{i}"
         );
     }
-    let ids: BTreeSet<String> = instances
-        .iter()
-        .filter_map(|i| i["id"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(ids, node_instances(&cp), "one Node per instance");
+    instances_match_nodes(&cp, &endpoint);
 
     // kill -9 while the next round is batching and launching, then start again.
     cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "8"])
@@ -212,20 +245,11 @@ fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
     cp.eventually(
         "8 inflate pods Running after the restart",
         Duration::from_secs(120),
-        || all_running(8),
+        || all_running(&cp, 8),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
-    // No leak and no duplicate: every live instance has a Node, every Node an instance.
-    let settled = cp.eventually("instances and nodes agree", Duration::from_secs(60), || {
-        let ids: BTreeSet<String> = live_instances(&endpoint)
-            .iter()
-            .filter_map(|i| i["id"].as_str().map(str::to_string))
-            .collect();
-        (ids == node_instances(&cp)).then_some(ids)
-    });
-    let ids = settled.unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
-    // 8 pods of 1 CPU on m5.large (2 vCPU, < 2 allocatable) or m5.xlarge: never more nodes
-    // than pods.
+    let ids = instances_match_nodes(&cp, &endpoint);
+    // 8 pods of 1 CPU: never more nodes than pods.
     assert!(!ids.is_empty() && ids.len() <= 8, "{ids:?}");
 
     // Delete the deployment: empty nodes go after the TTL, and their instances with them.
@@ -239,4 +263,56 @@ fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
     .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
     let left = live_instances(&endpoint);
     assert!(left.is_empty(), "instances left running: {left:?}");
+}
+
+#[test]
+fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over_after_kill_9() {
+    let (cp, endpoint) = setup();
+    start_replica(&cp, "replica-a", &endpoint, Some("replica-a"));
+    cp.eventually("replica-a leads", Duration::from_secs(30), || {
+        (lease_holder(&cp)? == "replica-a").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(40)));
+    start_replica(&cp, "replica-b", &endpoint, Some("replica-b"));
+    cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "2"])
+        .expect("scale");
+    cp.eventually("2 inflate pods Running", Duration::from_secs(120), || {
+        all_running(&cp, 2)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    let first = instances_match_nodes(&cp, &endpoint);
+    let log = |name: &str| {
+        std::fs::read_to_string(cp.dir.join(format!("{name}.log"))).unwrap_or_default()
+    };
+    assert!(
+        log("replica-a").contains("Launched instance"),
+        "{}",
+        log("replica-a")
+    );
+    assert!(
+        !log("replica-b").contains("Launched instance"),
+        "the follower launched:\n{}",
+        log("replica-b")
+    );
+
+    // The leader dies without releasing the Lease: replica-b takes over once it expires.
+    cp.kill9_component("replica-a");
+    cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "5"])
+        .expect("scale");
+    cp.eventually("replica-b leads", Duration::from_secs(60), || {
+        (lease_holder(&cp)? == "replica-b").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(40)));
+    cp.eventually("5 inflate pods Running", Duration::from_secs(120), || {
+        all_running(&cp, 5)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    let after = instances_match_nodes(&cp, &endpoint);
+    // The first instances are kept (their Nodes still hold pods); the new ones came from b.
+    assert!(first.is_subset(&after), "{first:?} {after:?}");
+    assert!(
+        log("replica-b").contains("Launched instance"),
+        "{}",
+        log("replica-b")
+    );
 }
