@@ -561,7 +561,7 @@ fn cpu_limit_blocks_large_node() {
     let d = e.solve(&[pod("a").req("3", "").build()]);
     assert_eq!(
         reason(&d, "a", "default"),
-        "cpu limit 2 of provisioner default reached (0 used)"
+        "cpu limit 2 of provisioner default reached: 0 used, 2 left; a node for the pod adds at least 3"
     );
 }
 
@@ -604,7 +604,7 @@ fn limit_counts_existing_nodes() {
     let d = e.solve(&[pod("a").req("3", "").build()]);
     assert_eq!(
         reason(&d, "a", "default"),
-        "cpu limit 6 of provisioner default reached (4 used)"
+        "cpu limit 6 of provisioner default reached: 4 used, 2 left; a node for the pod adds at least 3"
     );
 }
 
@@ -1626,13 +1626,26 @@ fn a_provisioner_over_its_limits_launches_nothing() {
         reason(&d, "a", "default"),
         "provisioner default already uses 10 cpu (status.resources), over its limit of 8; it launches nothing until usage drops below the limit"
     );
-    // At the limit is not over it.
+    // At the limit is not over it, but leaves no room: the usage counts even when the nodes
+    // behind it are not in the input (the controller would refuse that launch too).
     let at = prov_meta(
         json!({"name": "default"}),
         json!({"limits": {"resources": {"cpu": "8"}}}),
         json!({"resources": {"cpu": "8"}}),
     );
-    assert!(scheduled(&env(vec![at]).solve(&[pod("a").build()]), "a"));
+    let d = env(vec![at]).solve(&[pod("a").build()]);
+    assert!(
+        reason(&d, "a", "default")
+            .starts_with("cpu limit 8 of provisioner default reached: 8 used, 0 left"),
+        "{d:?}"
+    );
+    // Below it, a node that fits what is left is launched.
+    let below = prov_meta(
+        json!({"name": "default"}),
+        json!({"limits": {"resources": {"cpu": "8"}}}),
+        json!({"resources": {"cpu": "4"}}),
+    );
+    assert!(scheduled(&env(vec![below]).solve(&[pod("a").build()]), "a"));
 }
 
 #[test]

@@ -159,8 +159,7 @@ status:
     assert_explained(
         &r,
         &[
-            "cpu limit 4 of provisioner default reached: 3 used, 1 left",
-            "would add",
+            "cpu limit 4 of provisioner default reached: 3 used, 1 left; a node for the pod adds at least",
         ],
     );
 }

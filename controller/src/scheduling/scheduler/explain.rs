@@ -184,8 +184,8 @@ impl State {
                         let rn = &ctx.res_names[r];
                         let fmt = |v: i64| crate::api::quantity::format_milli(rn, v);
                         return format!(
-                            "{rn} limit {} of provisioner {name} reached: {} used, {} left, and \
-                             the smallest node that fits the pod would add {}",
+                            "{rn} limit {} of provisioner {name} reached: {} used, {} left; a \
+                             node for the pod adds at least {}",
                             fmt(*l),
                             fmt(used[r]),
                             fmt((*l - used[r]).max(0)),
