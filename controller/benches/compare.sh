@@ -9,6 +9,8 @@
 #                   preferences-4000 inflate-10 inflate-1000 mixed-2000 (default: all)
 #   --no-own        skip Karpenter's own benchmark binary (BenchmarkScheduling*, RespectPreferences)
 #   --own-only      run only that binary, replacing its earlier samples in the output folder
+#   --k1-samples N  processes with GOMAXPROCS=1 (default: --samples), to save time
+#   --append        keep the samples already in the output folder (resume a run)
 #   --table         only print the table from the samples already in the output folder
 #
 # What it runs, each solve in a fresh process:
@@ -33,6 +35,8 @@ WORKLOADS="classes-1000 classes-5000 classes-10000 classes-20000 preferences-400
 OWN=1
 OWN_ONLY=0
 TABLE_ONLY=0
+APPEND=0
+K1_SAMPLES=
 while [ $# -gt 0 ]; do
   case "$1" in
     --samples) SAMPLES=$2; shift 2 ;;
@@ -40,10 +44,13 @@ while [ $# -gt 0 ]; do
     --no-own) OWN=0; shift ;;
     --own-only) OWN_ONLY=1; WORKLOADS=""; shift ;;
     --table) TABLE_ONLY=1; shift ;;
+    --k1-samples) K1_SAMPLES=$2; shift 2 ;;
+    --append) APPEND=1; shift ;;
     *) echo "usage: $0 [--samples N] [--workloads a,b] [--no-own | --own-only] [--table]" >&2; exit 2 ;;
   esac
 done
 CORES=$(nproc)
+K1_SAMPLES=${K1_SAMPLES:-$SAMPLES}
 mkdir -p "$OUT/workloads" "$OUT/results"
 TSV="$OUT/samples.tsv"
 
@@ -125,7 +132,7 @@ OURS=$(cd "$ROOT" && cargo bench -p karpenter --no-default-features --bench work
 "$OURS" dump "$OUT/workloads" >/dev/null
 if [ "$OWN_ONLY" = 1 ]; then
   if [ -f "$TSV" ]; then grep -v '^own' "$TSV" > "$TSV.tmp" || true; mv "$TSV.tmp" "$TSV"; fi
-else
+elif [ "$APPEND" = 0 ]; then
   : > "$TSV"
 fi
 
@@ -142,7 +149,7 @@ checked() { # workload engine threads file result: the checker's verdict into ch
   fi
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$n" >> "$OUT/checks.tsv"
 }
-[ "$OWN_ONLY" = 1 ] || : > "$OUT/checks.tsv"
+[ "$OWN_ONLY" = 1 ] || [ "$APPEND" = 1 ] || : > "$OUT/checks.tsv"
 
 for wl in $WORKLOADS; do
   file="$OUT/workloads/$wl.json"
@@ -153,6 +160,7 @@ for wl in $WORKLOADS; do
     record workload "$wl" ours 1 "$line"
     [ "$i" = 1 ] && checked "$wl" ours 1 "$file" "$res"
     for threads in 1 "$CORES"; do
+      if [ "$threads" = 1 ] && [ "$i" -gt "$K1_SAMPLES" ]; then continue; fi
       res="$OUT/results/$wl.karpenter-$threads.json"
       GOMAXPROCS=$threads "$GOBIN_DIR/karpenter-harness" "$file" > "$res"
       record workload "$wl" karpenter "$threads" "$(jq -c 'del(.nodes)' "$res")"
@@ -166,6 +174,7 @@ if [ "$OWN" = 1 ]; then
   for b in BenchmarkScheduling1000 BenchmarkScheduling5000 BenchmarkScheduling10000 BenchmarkScheduling20000 BenchmarkRespectPreferences; do
     for i in $(seq 1 "$SAMPLES"); do
       for threads in 1 "$CORES"; do
+        if [ "$threads" = 1 ] && [ "$i" -gt "$K1_SAMPLES" ]; then continue; fi
         line=$(cd "$OUT" && GOMAXPROCS=$threads "$GOBIN_DIR/scheduling.test" -test.run='^$' \
           -test.bench="^$b\$" -test.benchtime=1x | grep "^$b")
         pps=$(printf '%s' "$line" | awk '{for (i = 1; i < NF; i++) if ($(i+1) == "pods/sec") print $i}')
