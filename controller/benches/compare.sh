@@ -9,6 +9,7 @@
 #                   preferences-4000 inflate-10 inflate-1000 mixed-2000 (default: all)
 #   --no-own        skip Karpenter's own benchmark binary (BenchmarkScheduling*, RespectPreferences)
 #   --own-only      run only that binary, replacing its earlier samples in the output folder
+#   --ours-only     run only our engine on the workloads, replacing its earlier samples
 #   --k1-samples N  processes with GOMAXPROCS=1 (default: --samples), to save time
 #   --append        keep the samples already in the output folder (resume a run)
 #   --table         only print the table from the samples already in the output folder
@@ -34,6 +35,7 @@ SAMPLES=3
 WORKLOADS="classes-1000 classes-5000 classes-10000 classes-20000 preferences-4000 inflate-10 inflate-1000 mixed-2000"
 OWN=1
 OWN_ONLY=0
+OURS_ONLY=0
 TABLE_ONLY=0
 APPEND=0
 K1_SAMPLES=
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS=${2//,/ }; shift 2 ;;
     --no-own) OWN=0; shift ;;
     --own-only) OWN_ONLY=1; WORKLOADS=""; shift ;;
+    --ours-only) OURS_ONLY=1; OWN=0; APPEND=1; shift ;;
     --table) TABLE_ONLY=1; shift ;;
     --k1-samples) K1_SAMPLES=$2; shift 2 ;;
     --append) APPEND=1; shift ;;
@@ -132,6 +135,10 @@ OURS=$(cd "$ROOT" && cargo bench -p karpenter --no-default-features --bench work
 "$OURS" dump "$OUT/workloads" >/dev/null
 if [ "$OWN_ONLY" = 1 ]; then
   if [ -f "$TSV" ]; then grep -v '^own' "$TSV" > "$TSV.tmp" || true; mv "$TSV.tmp" "$TSV"; fi
+elif [ "$OURS_ONLY" = 1 ]; then
+  if [ -f "$TSV" ]; then grep -v -P '^workload\t[^\t]+\tours\t' "$TSV" > "$TSV.tmp" || true; mv "$TSV.tmp" "$TSV"; fi
+  c="$OUT/checks.tsv"
+  if [ -f "$c" ]; then grep -v -P '^[^\t]+\tours\t' "$c" > "$c.tmp" || true; mv "$c.tmp" "$c"; fi
 elif [ "$APPEND" = 0 ]; then
   : > "$TSV"
 fi
@@ -160,6 +167,7 @@ for wl in $WORKLOADS; do
     record workload "$wl" ours 1 "$line"
     [ "$i" = 1 ] && checked "$wl" ours 1 "$file" "$res"
     for threads in 1 "$CORES"; do
+      if [ "$OURS_ONLY" = 1 ]; then continue; fi
       if [ "$threads" = 1 ] && [ "$i" -gt "$K1_SAMPLES" ]; then continue; fi
       res="$OUT/results/$wl.karpenter-$threads.json"
       GOMAXPROCS=$threads "$GOBIN_DIR/karpenter-harness" "$file" > "$res"
