@@ -76,6 +76,8 @@ if os.path.exists(cpath):
     for line in open(cpath):
         wl, eng, thr, n = line.rstrip("\n").split("\t")
         checks[(wl, eng)] = max(checks.get((wl, eng), 0), int(n or 0))
+def fmtr(v):
+    return "-" if v is None else (f"{v:,.1f}" if v >= 10 else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}")
 def fmt(v, nd=0):
     return "-" if v is None else f"{v:,.{nd}f}"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -101,7 +103,7 @@ for wl in wls:
     r = lambda a, b: None if a is None or b is None else a[0] / b[0]
     lines.append((wl,
         f"{fmt(o and o[0])} [{o[3] if o else 0}]", f"{fmt(k1 and k1[0])} [{k1[3] if k1 else 0}]",
-        f"{fmt(kn and kn[0])} [{kn[3] if kn else 0}]", fmt(r(o, k1), 1), fmt(r(o, kn), 1),
+        f"{fmt(kn and kn[0])} [{kn[3] if kn else 0}]", fmtr(r(o, k1)), fmtr(r(o, kn)),
         fmt(o and o[1]), fmt(kk and kk[1]), fmt(o and o[2], 2), fmt(kk and kk[2], 2),
         "-" if not (o and kk and kk[2]) else f"{o[2] / kk[2]:.3f}",
         "/".join("-" if (wl, e) not in checks else ("ok" if checks[(wl, e)] == 0 else f"{checks[(wl, e)]} viol.")

@@ -26,7 +26,7 @@ use karpenter::scheduling::{Scheduler, SchedulerInput, SchedulerOptions};
 use serde_json::json;
 
 mod common;
-use common::workload::{check, from_decision, NodePool, RunResult, Workload};
+use common::workload::{check, from_decision, proc_status_mb, NodePool, RunResult, Workload};
 use common::{diverse, instance_types, preference_pods, to_pod, SplitMix};
 
 fn req(key: &str, values: &[&str]) -> Requirement {
@@ -231,10 +231,13 @@ fn run(path: &str, out: Option<&str>) -> Result<(), String> {
         options: SchedulerOptions::default(),
         ..Default::default()
     });
+    let rss_before = proc_status_mb("VmRSS:");
     let start = Instant::now();
     let d = scheduler.solve(&w.pods).map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     let mut r = from_decision(&w, &d, secs);
+    r.rss_before_solve_mb = rss_before;
+    r.peak_rss_mb = proc_status_mb("VmHWM:");
     if let Some(out) = out {
         let text = serde_json::to_string(&r).map_err(|e| e.to_string())?;
         std::fs::write(out, text).map_err(|e| format!("{out}: {e}"))?;

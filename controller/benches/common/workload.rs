@@ -70,6 +70,20 @@ pub struct RunResult {
     pub unschedulable: Vec<String>,
     #[serde(default)]
     pub nodes: Option<Vec<ResultNode>>,
+    /// Resident memory (MB) once the input is parsed, before the solve (ours only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_before_solve_mb: Option<f64>,
+    /// Peak resident memory (MB) of the process after the solve (ours only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// A `/proc/self/status` field in MB (`VmRSS`, `VmHWM`).
+pub fn proc_status_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn milli_quantity(v: i64) -> Quantity {
@@ -195,6 +209,8 @@ pub fn from_decision(w: &Workload, d: &Decision, seconds: f64) -> RunResult {
                 })
                 .collect(),
         ),
+        rss_before_solve_mb: None,
+        peak_rss_mb: None,
     }
 }
 
