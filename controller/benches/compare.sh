@@ -82,8 +82,9 @@ def fmt(v, nd=0):
     return "-" if v is None else f"{v:,.{nd}f}"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 go = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip()
+rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
 print(f"machine: {cpu}, {cores} cores, {platform.system()} {platform.release()}; {go}; "
-      f"Karpenter sigs.k8s.io/karpenter v1.14.1; ours single-threaded")
+      f"Karpenter sigs.k8s.io/karpenter v1.14.1; ours {rustc}, release, single-threaded")
 print("pods/s: median of N processes (N in brackets); nodes and $/h of the first; "
       "K1 = Karpenter GOMAXPROCS=1, K%d = GOMAXPROCS=%d" % (cores, cores))
 hdr = ("workload", "ours pods/s", "K1 pods/s", f"K{cores} pods/s", "ours/K1", f"ours/K{cores}",
