@@ -165,7 +165,7 @@ fn live_names(words: &[String], kind: &str) -> Vec<String> {
         namespace: flag_value(words, "--namespace").or_else(|| flag_value(words, "-n")),
         ..Default::default()
     };
-    let Ok((docs, namespace, _, _)) = crate::source::read_live(&kube) else {
+    let Ok((docs, namespace, _)) = crate::source::read_live(&kube) else {
         return Vec::new();
     };
     let want = match kind {

@@ -342,11 +342,7 @@ fn weight_order(inv: &Inventory) -> Vec<Provisioner> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .cloned()
         .collect();
-    ps.sort_by(|a, b| {
-        b.weight()
-            .cmp(&a.weight())
-            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-    });
+    karpenter::cluster::sort_by_weight(&mut ps);
     ps
 }
 
@@ -374,7 +370,7 @@ fn round(
         pending = inv
             .cluster
             .pods()
-            .filter(|p| pods::node_name(p).is_none() && is_workload(p))
+            .filter(|p| pods::node_name(p).is_none() && pods::wants_a_node(p))
             .cloned()
             .collect();
     }
@@ -397,13 +393,6 @@ fn round(
     Scheduler::new(input)
         .solve(&pending)
         .map_err(|e| Error::Simulate(e.to_string()))
-}
-
-fn is_workload(p: &Pod) -> bool {
-    !pods::is_daemonset_pod(p)
-        && !pods::is_static_pod(p)
-        && !pods::is_deleting(p)
-        && !pods::is_terminal(p)
 }
 
 fn launched_by(inv: &Inventory, node: &str) -> (Option<String>, Option<DecisionSummary>) {
@@ -463,7 +452,7 @@ pub fn explain_pod(
         e.launched_for = summary;
         return Ok(e);
     }
-    if !is_workload(pod) {
+    if !pods::wants_a_node(pod) {
         e.state = PodState::NotProvisionable;
         e.summary = if pods::is_terminal(pod) {
             "finished: it needs no node".into()

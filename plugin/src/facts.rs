@@ -2,7 +2,6 @@
 //! from the labels, the price from the catalog, what the pods on a node request, and ages as
 //! kubectl prints them.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Node;
@@ -231,11 +230,6 @@ pub fn node_status(cluster: &Cluster, node: &Node) -> Vec<&'static str> {
         out.push("empty");
     }
     out
-}
-
-/// Resources as `cpu=2, memory=4Gi`, in the units kubectl prints.
-pub fn describe(list: &BTreeMap<String, i64>) -> String {
-    resources::describe(list)
 }
 
 #[cfg(test)]

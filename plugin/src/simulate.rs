@@ -260,7 +260,7 @@ pub fn run(
 /// The live cluster's part of a simulation: its Provisioners, Nodes, DaemonSets, the pods
 /// bound to nodes (they fill them) and the pending pods (unbound workload pods).
 fn live_documents(kube: &KubeArgs) -> Result<Vec<Value>> {
-    let (docs, _, _, notes) = crate::source::read_live(kube)?;
+    let (docs, _, notes) = crate::source::read_live(kube)?;
     for n in notes {
         eprintln!("note: {n}");
     }
@@ -271,11 +271,8 @@ fn live_documents(kube: &KubeArgs) -> Result<Vec<Value>> {
             Some("Pod") => serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(d.clone())
                 .is_ok_and(|p| {
                     use karpenter::cluster::pods;
-                    let workload = !pods::is_daemonset_pod(&p)
-                        && !pods::is_static_pod(&p)
-                        && !pods::is_deleting(&p)
-                        && !pods::is_terminal(&p);
-                    workload || pods::node_name(&p).is_some() && !pods::is_terminal(&p)
+                    pods::wants_a_node(&p)
+                        || pods::node_name(&p).is_some() && !pods::is_terminal(&p)
                 }),
             _ => false,
         })

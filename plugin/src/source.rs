@@ -98,14 +98,10 @@ pub struct Inventory {
     pub namespace: String,
     /// Whether `-A` was given (or files were read, where any namespace is fine).
     pub any_namespace: bool,
-    /// Where the objects came from, for headers and errors (`context kind-x` or the files).
-    pub origin: String,
     /// Whether the objects came from the live cluster.
     pub live: bool,
     /// Objects that could not be used, and other caveats, in words.
     pub notes: Vec<String>,
-    /// Pending pods expanded from Deployments (files only), by key.
-    pub expanded: Vec<String>,
 }
 
 /// Parses kubectl's `--request-timeout`: a bare number of seconds or a Go duration; `0` for
@@ -235,8 +231,9 @@ async fn list_kind(
 }
 
 /// Reads the cluster's Pods, Nodes, Provisioners, AWSNodeTemplates, DaemonSets and
-/// PodDisruptionBudgets into documents, plus notes for kinds it could not list.
-pub fn read_live(args: &KubeArgs) -> Result<(Vec<Value>, String, String, Vec<String>)> {
+/// PodDisruptionBudgets into documents; also the namespace bare pod names refer to, and notes
+/// for kinds it could not list.
+pub fn read_live(args: &KubeArgs) -> Result<(Vec<Value>, String, Vec<String>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -278,12 +275,7 @@ pub fn read_live(args: &KubeArgs) -> Result<(Vec<Value>, String, String, Vec<Str
                 Err(e) => notes.push(format!("cannot list {}: {e}", k.3)),
             }
         }
-        Ok((
-            docs,
-            namespace,
-            format!("context {context} ({server})"),
-            notes,
-        ))
+        Ok((docs, namespace, notes))
     })
 }
 
@@ -415,7 +407,6 @@ pub fn inventory(docs: &[Value], expand: bool) -> Inventory {
             "Deployment" if expand => {
                 if let Some(d) = decode::<Deployment>(doc, &mut inv.notes) {
                     for p in expand_deployment(&d) {
-                        inv.expanded.push(karpenter::cluster::pods::key(&p));
                         inv.cluster.apply(Resource::Pod(Box::new(p)));
                     }
                 }
@@ -437,12 +428,11 @@ pub fn load(
     stdin: &mut dyn std::io::Read,
 ) -> Result<Inventory> {
     if files.filenames.is_empty() {
-        let (docs, namespace, origin, notes) = read_live(kube)?;
+        let (docs, namespace, notes) = read_live(kube)?;
         let mut inv = inventory(&docs, false);
         inv.notes.extend(notes);
         inv.namespace = namespace;
         inv.any_namespace = kube.all_namespaces;
-        inv.origin = origin;
         inv.live = true;
         Ok(inv)
     } else {
@@ -450,12 +440,6 @@ pub fn load(
         let mut inv = inventory(&docs, true);
         inv.namespace = kube.namespace.clone().unwrap_or_else(|| "default".into());
         inv.any_namespace = kube.all_namespaces || kube.namespace.is_none();
-        inv.origin = files
-            .filenames
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
         Ok(inv)
     }
 }

@@ -441,11 +441,7 @@ impl Cluster {
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .cloned()
             .collect();
-        provisioners.sort_by(|a, b| {
-            b.weight()
-                .cmp(&a.weight())
-                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-        });
+        sort_by_weight(&mut provisioners);
         let mut existing = Vec::new();
         let mut in_flight = BTreeSet::new();
         for n in self.nodes.values() {
@@ -509,6 +505,15 @@ impl Cluster {
             usage,
         }
     }
+}
+
+/// Provisioners in the order a round tries them: heaviest weight first, then by name.
+pub fn sort_by_weight(provisioners: &mut [Provisioner]) {
+    provisioners.sort_by(|a, b| {
+        b.weight()
+            .cmp(&a.weight())
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
 }
 
 /// Options of [`Cluster::snapshot`].

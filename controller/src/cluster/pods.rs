@@ -85,12 +85,13 @@ pub fn is_marked_unschedulable(pod: &Pod) -> bool {
 /// daemon, static or mirror pod, not being deleted and not finished. (Pods already placed on an
 /// in-flight node are excluded by the index, which knows the nominations.)
 pub fn is_provisionable(pod: &Pod) -> bool {
-    node_name(pod).is_none()
-        && is_marked_unschedulable(pod)
-        && !is_daemonset_pod(pod)
-        && !is_static_pod(pod)
-        && !is_deleting(pod)
-        && !is_terminal(pod)
+    node_name(pod).is_none() && is_marked_unschedulable(pod) && wants_a_node(pod)
+}
+
+/// Whether the pod is one a node is provisioned for when it is pending: not a daemon, static
+/// or mirror pod, not being deleted and not finished.
+pub fn wants_a_node(pod: &Pod) -> bool {
+    counts_against_emptiness(pod) && !is_deleting(pod)
 }
 
 /// Whether the pod keeps a node from being empty: anything but daemon, static and terminal pods.

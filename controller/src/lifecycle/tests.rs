@@ -222,7 +222,12 @@ fn an_invalid_stored_provisioner_launches_nothing_and_says_why_once() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0].regarding.kind, "Provisioner");
     // The pods are reported as fitting nowhere, not silently dropped.
-    assert!(!report.decision.unschedulable.is_empty() || report.pods == 3);
+    assert_eq!(
+        report.decision.unschedulable.len(),
+        3,
+        "{:?}",
+        report.decision
+    );
     // Another round: no second Event while nothing changed.
     world.advance(2);
     let _ = block_on(lc.provisioning.round()).unwrap();
