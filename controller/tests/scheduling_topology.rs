@@ -609,3 +609,189 @@ fn fewer_domains_than_min_domains_make_the_global_minimum_zero() {
         u.reasons
     );
 }
+
+// --- which nodes' pods a spread counts, and namespace selectors (issue 13) ---
+
+/// A provisioner in zones a and c whose nodes carry `pool=web`, and an existing node in zone a
+/// that Karpenter does not own, labelled `pool=batch`, tainted `dedicated=batch:NoSchedule`,
+/// with two `app=web` pods.
+fn batch_node_env() -> Env {
+    let types = karpenter::cloud::instance_types::parse_instance_types(
+        "- name: m\n  capacity: {cpu: '4', memory: 8Gi, pods: '20'}\n  overhead: {}\n  offerings:\n  - {zone: us-east-1a, capacityType: on-demand, price: 0.1}\n  - {zone: us-east-1c, capacityType: on-demand, price: 0.1}\n",
+    )
+    .unwrap();
+    let n = node(
+        "batch-1",
+        json!({ZONE: "us-east-1a", HOST: "batch-1", "pool": "batch"}),
+        json!({"cpu": "4", "memory": "8Gi", "pods": "20"}),
+        json!([{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}]),
+    );
+    env(vec![prov(
+        "general",
+        json!({"labels": {"pool": "web"},
+               "requirements": [{"key": ZONE, "operator": "In", "values": ["us-east-1a", "us-east-1c"]}]}),
+    )])
+    .types(types)
+    .existing(n, web().times(2))
+}
+
+fn spread_pods(
+    affinity_policy: &str,
+    taints_policy: &str,
+    node_selector: bool,
+) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let mut p = web()
+        .req("1", "")
+        .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}));
+    p.0["spec"]["topologySpreadConstraints"][0]["nodeAffinityPolicy"] = json!(affinity_policy);
+    p.0["spec"]["topologySpreadConstraints"][0]["nodeTaintsPolicy"] = json!(taints_policy);
+    if node_selector {
+        p = p.selector(json!({"pool": "web"}));
+    }
+    let mut pods = p.times(2);
+    for (i, pod) in pods.iter_mut().enumerate() {
+        pod.metadata.name = Some(format!("new-{i}"));
+    }
+    pods
+}
+
+#[test]
+fn spread_counts_only_pods_on_nodes_the_pod_affinity_admits() {
+    // Honor (the default): batch-1 fails the pods' `pool=web` selector, so its two web pods do
+    // not count and zone a is at 0 like zone c: one pod each, as kube-scheduler places them.
+    let d = batch_node_env().solve(&spread_pods("Honor", "Ignore", true));
+    assert!(d.unschedulable.is_empty(), "{d:?}");
+    let z = per_zone(&d);
+    assert_eq!(z.get("us-east-1a"), Some(&1), "{z:?}");
+    assert_eq!(z.get("us-east-1c"), Some(&1), "{z:?}");
+    // Ignore: they count (a=2), so both new pods go to c.
+    let d = batch_node_env().solve(&spread_pods("Ignore", "Ignore", true));
+    assert_eq!(per_zone(&d).get("us-east-1c"), Some(&2), "{d:?}");
+    // Without a node selector the node passes Honor too, and its pods count.
+    let d = batch_node_env().solve(&spread_pods("Honor", "Ignore", false));
+    assert_eq!(per_zone(&d).get("us-east-1c"), Some(&2), "{d:?}");
+}
+
+#[test]
+fn spread_counts_skip_tainted_nodes_under_node_taints_policy_honor() {
+    // Honor: the pods do not tolerate batch-1's taint, so its pods do not count.
+    let d = batch_node_env().solve(&spread_pods("Ignore", "Honor", false));
+    let z = per_zone(&d);
+    assert_eq!(z.get("us-east-1a"), Some(&1), "{z:?}");
+    assert_eq!(z.get("us-east-1c"), Some(&1), "{z:?}");
+    // Ignore (the default): a tainted node's pods count.
+    let d = batch_node_env().solve(&spread_pods("Ignore", "Ignore", false));
+    assert_eq!(per_zone(&d).get("us-east-1c"), Some(&2), "{d:?}");
+    // Honor with a toleration: they count again.
+    let mut pods = spread_pods("Ignore", "Honor", false);
+    for p in &mut pods {
+        p.spec.as_mut().unwrap().tolerations = Some(vec![serde_json::from_value(
+            json!({"key": "dedicated", "operator": "Exists"}),
+        )
+        .unwrap()]);
+    }
+    let d = batch_node_env().solve(&pods);
+    assert_eq!(per_zone(&d).get("us-east-1c"), Some(&2), "{d:?}");
+}
+
+#[test]
+fn spread_counts_on_planned_nodes_follow_the_policy_too() {
+    // Two larger web pods pinned to zone 1 are placed first; every planned node carries the
+    // provisioner's pool=web, so for the spread pods (pool=web, Honor) zone 1 holds 2 and both
+    // go to zone 2. Were planned nodes not counted, they would split 1/1.
+    let mut pods = web()
+        .req("2", "")
+        .selector(json!({ZONE: "test-zone-1"}))
+        .times(2);
+    pods.extend(spread_pods("Honor", "Ignore", true));
+    let d = env(vec![prov(
+        "general",
+        json!({"labels": {"pool": "web"},
+               "requirements": [{"key": ZONE, "operator": "In", "values": ["test-zone-1", "test-zone-2"]}]}),
+    )])
+    .solve(&pods);
+    assert!(d.unschedulable.is_empty(), "{d:?}");
+    for i in 0..2 {
+        let n = node_of(&d, &format!("new-{i}"));
+        assert_eq!(n.zones, ["test-zone-2"], "{d:?}");
+    }
+}
+
+fn db_in(
+    namespace: &str,
+) -> (
+    k8s_openapi::api::core::v1::Node,
+    Vec<k8s_openapi::api::core::v1::Pod>,
+) {
+    let n = node(
+        "db-1",
+        json!({ZONE: "test-zone-1", HOST: "db-1"}),
+        json!({"cpu": "4", "memory": "8Gi", "pods": "20"}),
+        json!([]),
+    );
+    (
+        n,
+        vec![pod("db").ns(namespace).labels(json!({"app": "db"})).build()],
+    )
+}
+
+fn avoids_db(namespace_selector: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    let mut p = pod("app").req("1", "");
+    p.0["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!([{
+        "topologyKey": ZONE,
+        "labelSelector": {"matchLabels": {"app": "db"}},
+        "namespaceSelector": namespace_selector,
+    }]);
+    p.build()
+}
+
+#[test]
+fn namespace_selector_selects_namespaces_by_their_labels() {
+    let (n, pods) = db_in("blue");
+    let mut e = env(vec![default_prov()]).existing(n, pods);
+    e.input.namespaces.insert(
+        "blue".into(),
+        [
+            ("team".to_string(), "blue".to_string()),
+            (
+                "kubernetes.io/metadata.name".to_string(),
+                "blue".to_string(),
+            ),
+        ]
+        .into(),
+    );
+    let d = e.solve(&[avoids_db(json!({"matchLabels": {"team": "blue"}}))]);
+    let zones = &node_of(&d, "app").zones;
+    assert!(!zones.contains(&"test-zone-1".to_string()), "{zones:?}");
+    // A selector that does not select `blue` leaves its db pod out: zone 1 is allowed.
+    let d = e.solve(&[avoids_db(json!({"matchLabels": {"team": "red"}}))]);
+    assert!(
+        node_of(&d, "app")
+            .zones
+            .contains(&"test-zone-1".to_string()),
+        "{d:?}"
+    );
+    // `{}` selects every namespace.
+    let d = e.solve(&[avoids_db(json!({}))]);
+    assert!(
+        !node_of(&d, "app")
+            .zones
+            .contains(&"test-zone-1".to_string()),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn namespace_selector_on_the_name_label_needs_no_namespace_objects() {
+    let (n, pods) = db_in("blue");
+    let e = env(vec![default_prov()]).existing(n, pods);
+    let d = e.solve(&[avoids_db(
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "blue"}}),
+    )]);
+    assert!(
+        !node_of(&d, "app")
+            .zones
+            .contains(&"test-zone-1".to_string()),
+        "{d:?}"
+    );
+}

@@ -387,6 +387,7 @@ fn round(
         instance_types: catalog.to_vec(),
         existing_nodes: snapshot.existing_nodes,
         daemonsets: snapshot.daemonsets,
+        namespaces: snapshot.namespaces,
         options: SchedulerOptions::default(),
         ..Default::default()
     };

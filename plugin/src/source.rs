@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use karpenter::api::{decode_node_template, decode_provisioner, default_provisioner};
 use karpenter::cluster::{Cluster, Resource};
@@ -180,7 +180,7 @@ async fn client_config(args: &KubeArgs) -> Result<(Config, String)> {
 }
 
 /// The API group/version/kind/plural of each kind read from the cluster.
-const KINDS: [(&str, &str, &str, &str); 6] = [
+const KINDS: [(&str, &str, &str, &str); 7] = [
     ("", "v1", "Node", "nodes"),
     ("", "v1", "Pod", "pods"),
     ("karpenter.sh", "v1alpha5", "Provisioner", "provisioners"),
@@ -197,6 +197,7 @@ const KINDS: [(&str, &str, &str, &str); 6] = [
         "PodDisruptionBudget",
         "poddisruptionbudgets",
     ),
+    ("", "v1", "Namespace", "namespaces"),
 ];
 
 /// Lists one kind across namespaces as plain JSON documents (kind and apiVersion set).
@@ -230,8 +231,8 @@ async fn list_kind(
         .collect())
 }
 
-/// Reads the cluster's Pods, Nodes, Provisioners, AWSNodeTemplates, DaemonSets and
-/// PodDisruptionBudgets into documents; also the namespace bare pod names refer to, and notes
+/// Reads the cluster's Pods, Nodes, Provisioners, AWSNodeTemplates, DaemonSets,
+/// PodDisruptionBudgets and Namespaces into documents; also the namespace bare pod names refer to, and notes
 /// for kinds it could not list.
 pub fn read_live(args: &KubeArgs) -> Result<(Vec<Value>, String, Vec<String>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -375,45 +376,47 @@ pub fn inventory(docs: &[Value], expand: bool) -> Inventory {
     let mut inv = Inventory::default();
     for doc in docs {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
-        let resource = match kind {
-            "Node" => decode::<Node>(doc, &mut inv.notes).map(|n| Resource::Node(Box::new(n))),
-            "Pod" => decode::<Pod>(doc, &mut inv.notes).map(|p| Resource::Pod(Box::new(p))),
-            "DaemonSet" => {
-                decode::<DaemonSet>(doc, &mut inv.notes).map(|d| Resource::DaemonSet(Box::new(d)))
-            }
-            "PodDisruptionBudget" => decode::<PodDisruptionBudget>(doc, &mut inv.notes)
-                .map(|b| Resource::PodDisruptionBudget(Box::new(b))),
-            "Provisioner" => match decode_provisioner(doc) {
-                Ok(mut p) => {
-                    default_provisioner(&mut p.spec);
-                    Some(Resource::Provisioner(Box::new(p)))
-                }
-                Err(e) => {
-                    inv.notes.push(format!(
-                        "Provisioner {} left out (the controller cannot use it either): {e}",
-                        name_of(doc)
-                    ));
-                    None
-                }
-            },
-            "AWSNodeTemplate" => match decode_node_template(doc) {
-                Ok(t) => Some(Resource::NodeTemplate(Box::new(t))),
-                Err(e) => {
-                    inv.notes
-                        .push(format!("AWSNodeTemplate {} left out: {e}", name_of(doc)));
-                    None
-                }
-            },
-            "Deployment" if expand => {
-                if let Some(d) = decode::<Deployment>(doc, &mut inv.notes) {
-                    for p in expand_deployment(&d) {
-                        inv.cluster.apply(Resource::Pod(Box::new(p)));
+        let resource =
+            match kind {
+                "Node" => decode::<Node>(doc, &mut inv.notes).map(|n| Resource::Node(Box::new(n))),
+                "Pod" => decode::<Pod>(doc, &mut inv.notes).map(|p| Resource::Pod(Box::new(p))),
+                "DaemonSet" => decode::<DaemonSet>(doc, &mut inv.notes)
+                    .map(|d| Resource::DaemonSet(Box::new(d))),
+                "PodDisruptionBudget" => decode::<PodDisruptionBudget>(doc, &mut inv.notes)
+                    .map(|b| Resource::PodDisruptionBudget(Box::new(b))),
+                "Namespace" => decode::<Namespace>(doc, &mut inv.notes)
+                    .map(|n| Resource::Namespace(Box::new(n))),
+                "Provisioner" => match decode_provisioner(doc) {
+                    Ok(mut p) => {
+                        default_provisioner(&mut p.spec);
+                        Some(Resource::Provisioner(Box::new(p)))
                     }
+                    Err(e) => {
+                        inv.notes.push(format!(
+                            "Provisioner {} left out (the controller cannot use it either): {e}",
+                            name_of(doc)
+                        ));
+                        None
+                    }
+                },
+                "AWSNodeTemplate" => match decode_node_template(doc) {
+                    Ok(t) => Some(Resource::NodeTemplate(Box::new(t))),
+                    Err(e) => {
+                        inv.notes
+                            .push(format!("AWSNodeTemplate {} left out: {e}", name_of(doc)));
+                        None
+                    }
+                },
+                "Deployment" if expand => {
+                    if let Some(d) = decode::<Deployment>(doc, &mut inv.notes) {
+                        for p in expand_deployment(&d) {
+                            inv.cluster.apply(Resource::Pod(Box::new(p)));
+                        }
+                    }
+                    None
                 }
-                None
-            }
-            _ => None,
-        };
+                _ => None,
+            };
         if let Some(r) = resource {
             inv.cluster.apply(r);
         }

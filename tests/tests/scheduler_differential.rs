@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karpenter::api::{decode_provisioner, default_provisioner, Provisioner};
 use karpenter::cloud::instance_types::{builtin_us_east_1, AwsCatalogOptions};
@@ -66,6 +67,9 @@ struct Scenario {
     existing: Vec<ExistingNode>,
     /// Pod groups, largest request first (the order they are created in).
     groups: Vec<Vec<Pod>>,
+    /// A DaemonSet on the scenario's nodes (some tolerate the team taint), created before the
+    /// groups so that its pods hold their share of every node first.
+    daemonset: Option<DaemonSet>,
 }
 
 fn provisioner(name: &str, zones: &[&str], taint: bool, seed: u64) -> Provisioner {
@@ -106,6 +110,9 @@ fn pod_json(ns: &str, name: &str, app: &str, cpu_milli: u64, seed: u64) -> Value
 
 fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
     let mut rng = Rng::new(seed);
+    // Draws added later come from a second generator, so the first one's scenarios (and the
+    // regression seeds above) stay what they were.
+    let mut more = Rng::new(seed ^ 0x5EED_DA55);
     let ns = format!("diff-{seed}");
     let general_zones: Vec<&str> = if seed == 0 {
         vec!["us-east-1a", "us-east-1c"]
@@ -170,10 +177,23 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
             let z = *rng.pick(&["us-east-1a", "us-east-1b", "us-east-1c"]);
             spec_extra["zone"] = json!(z);
         }
+        // Every pod has a tier shared across groups; a spread over the tier counts the pods of
+        // other groups too, whose node selectors and tolerations differ: kube-scheduler counts
+        // them only on nodes that pass this group's nodeAffinityPolicy and nodeTaintsPolicy.
+        let tier = if seed == 0 {
+            "t0"
+        } else {
+            *more.pick(&["t0", "t1"])
+        };
+        let spread_selector = if seed != 0 && more.chance(35) {
+            json!({"tier": tier})
+        } else {
+            json!({"app": app})
+        };
         let mut spreads = Vec::new();
         if seed == 0 || rng.chance(60) {
             let mut s = json!({"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": app}}});
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": spread_selector}});
             if seed != 0 {
                 if rng.chance(30) {
                     s["nodeAffinityPolicy"] = json!("Ignore");
@@ -196,6 +216,7 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
         } else {
             None
         };
+        let by_namespace_label = anti.is_some() && more.chance(50);
         let mut pods = Vec::new();
         for i in 0..count {
             let mut p = pod_json(&ns, &format!("{app}-{i}"), &app, cpu, seed);
@@ -208,22 +229,106 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
             if !spreads.is_empty() {
                 p["spec"]["topologySpreadConstraints"] = json!(spreads);
             }
+            p["metadata"]["labels"]["tier"] = json!(tier);
             if let Some(key) = anti {
+                let mut term = json!({"topologyKey": key,
+                    "labelSelector": {"matchLabels": {"app": app}}});
+                if by_namespace_label {
+                    // The same namespace, named through its kubernetes.io/metadata.name label.
+                    term["namespaceSelector"] =
+                        json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+                }
                 p["spec"]["affinity"] = json!({"podAntiAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": [
-                        {"topologyKey": key, "labelSelector": {"matchLabels": {"app": app}}}]}});
+                    "requiredDuringSchedulingIgnoredDuringExecution": [term]}});
             }
             pods.push(serde_json::from_value(p).expect("pod"));
         }
         groups.push((cpu, pods));
     }
     groups.sort_by_key(|g| std::cmp::Reverse(g.0));
+    let daemonset = (seed != 0 && more.chance(70)).then(|| {
+        let mut spec = json!({
+            "nodeSelector": {"e2e-scenario": seed.to_string()},
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": "pause", "resources": {"requests": {
+                "cpu": format!("{}m", *more.pick(&[100, 300])), "memory": "128Mi"}}}]
+        });
+        if more.chance(50) {
+            spec["tolerations"] = json!([{"key": "team", "operator": "Exists"}]);
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                "template": {"metadata": {"labels": {"app": "agent"}}, "spec": spec}}
+        }))
+        .expect("daemonset")
+    });
+    // The DaemonSet's pods on the existing nodes are bound there, as the controller's index
+    // would see them.
+    if let Some(ds) = &daemonset {
+        for (i, e) in existing.iter_mut().enumerate() {
+            if lands(ds, &e.node) {
+                let mut p = serde_json::to_value(ds_pod(ds, &e.node)).expect("pod");
+                p["metadata"]["name"] = json!(format!("agent-e{i}"));
+                e.pods.push(serde_json::from_value(p).expect("pod"));
+            }
+        }
+    }
     Scenario {
         seed,
         ns,
         provisioners,
         existing,
         groups: groups.into_iter().map(|(_, p)| p).collect(),
+        daemonset,
+    }
+}
+
+/// Whether the DaemonSet's pod lands on a node: its taints tolerated (only the team taint is
+/// used here).
+fn lands(ds: &DaemonSet, node: &Node) -> bool {
+    let tolerates_team = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.tolerations.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key.as_deref() == Some("team")));
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == "team"));
+    tolerates_team || !tainted
+}
+
+/// The DaemonSet's pod as bound to a node, owned by the DaemonSet.
+fn ds_pod(ds: &DaemonSet, node: &Node) -> Pod {
+    let t = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let mut spec = t.spec.unwrap_or_default();
+    spec.node_name = node.metadata.name.clone();
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            namespace: ds.metadata.namespace.clone(),
+            labels: t.metadata.and_then(|m| m.labels),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "DaemonSet".into(),
+                    name: ds.metadata.name.clone().unwrap_or_default(),
+                    uid: "ds".into(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
     }
 }
 
@@ -253,6 +358,7 @@ fn solve(s: &Scenario, catalog: &[InstanceType]) -> Decision {
         provisioners: s.provisioners.clone(),
         instance_types: catalog.to_vec(),
         existing_nodes: s.existing.clone(),
+        daemonsets: s.daemonset.iter().cloned().collect(),
         options: SchedulerOptions::default(),
         ..Default::default()
     };
@@ -351,9 +457,11 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
     // Existing nodes and their pods, then the nodes the Decision launches.
     for e in &s.existing {
         create_node(cp, &e.node);
+        // The DaemonSet's pods come from the real DaemonSet controller below.
         let pods: Vec<Value> = e
             .pods
             .iter()
+            .filter(|p| p.metadata.owner_references.is_none())
             .map(|p| serde_json::to_value(p).expect("pod"))
             .collect();
         apply(cp, &pods);
@@ -369,7 +477,28 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         let zone = n.zones.first().cloned().unwrap_or_default();
         create_node(cp, &make_node(&format!("s{}-n{i}", s.seed), p, t, &zone));
     }
-    let mut created = s.existing.iter().map(|e| e.pods.len()).sum::<usize>();
+    let mut created = s
+        .existing
+        .iter()
+        .flat_map(|e| &e.pods)
+        .filter(|p| p.metadata.owner_references.is_none())
+        .count();
+    if let Some(ds) = &s.daemonset {
+        // kube-controller-manager's DaemonSet controller creates one pod per node it lands on,
+        // and kube-scheduler binds them before any group is created.
+        let nodes = cp
+            .get_json(&["nodes", "-l", &format!("e2e-scenario={}", s.seed)])
+            .expect("nodes");
+        let nodes: Vec<Node> = serde_json::from_value(nodes["items"].clone()).expect("nodes");
+        created += nodes.iter().filter(|n| lands(ds, n)).count();
+        apply(cp, &[serde_json::to_value(ds).expect("daemonset")]);
+        cp.eventually(
+            "the DaemonSet's pods are bound",
+            Duration::from_secs(60),
+            || settled(cp, &s.ns, created),
+        )
+        .unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
+    }
     for g in &s.groups {
         let pods: Vec<Value> = g
             .iter()
@@ -408,13 +537,24 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
                 .flat_map(|r| r.values.clone())
                 .collect();
             for z in zones {
-                create_node(cp, &make_node(&format!("s{}-x{i}", s.seed), p, largest, &z));
+                let node = make_node(&format!("s{}-x{i}", s.seed), p, largest, &z);
+                create_node(cp, &node);
+                if s.daemonset.as_ref().is_some_and(|ds| lands(ds, &node)) {
+                    created += 1;
+                }
                 i += 1;
             }
         }
-        // kube-scheduler retries unschedulable pods on node events within its backoff (10 s).
+        // kube-scheduler retries unschedulable pods on node events within its backoff (10 s);
+        // the DaemonSet adds a pod to each new node it lands on.
         std::thread::sleep(Duration::from_secs(12));
-        let after = settled(cp, &s.ns, created).unwrap_or_default();
+        let after = cp
+            .eventually(
+                "kube-scheduler answers every pod",
+                Duration::from_secs(60),
+                || settled(cp, &s.ns, created),
+            )
+            .unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
         for (p, why) in &pending {
             if let Some(Some(node)) = after.get(p) {
                 disagreements.push(format!(

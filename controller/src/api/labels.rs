@@ -13,6 +13,8 @@ pub const ARCH: &str = "kubernetes.io/arch";
 pub const OS: &str = "kubernetes.io/os";
 /// `kubernetes.io/hostname`.
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
+/// `kubernetes.io/metadata.name`: the API server sets it on every Namespace to its name.
+pub const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 /// `node.kubernetes.io/windows-build`.
 pub const WINDOWS_BUILD: &str = "node.kubernetes.io/windows-build";
 /// `karpenter.sh/capacity-type`: `spot` or `on-demand`.

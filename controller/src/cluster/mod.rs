@@ -1,6 +1,6 @@
 #![deny(missing_docs)]
 //! The cluster as the controller sees it: an in-memory index of Nodes, Pods, Provisioners,
-//! AWSNodeTemplates, DaemonSets and PodDisruptionBudgets.
+//! AWSNodeTemplates, DaemonSets, PodDisruptionBudgets and Namespaces.
 //!
 //! ```text
 //!  kube-rs reflectors ─┐                          ┌─> Snapshot (provisioning round)
@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use k8s_openapi::jiff::Timestamp;
@@ -50,6 +50,8 @@ pub enum Resource {
     DaemonSet(Box<DaemonSet>),
     /// A PodDisruptionBudget.
     PodDisruptionBudget(Box<PodDisruptionBudget>),
+    /// A Namespace (its labels serve pod affinity `namespaceSelector`s).
+    Namespace(Box<Namespace>),
 }
 
 /// The kinds the index holds.
@@ -67,6 +69,8 @@ pub enum Kind {
     DaemonSet,
     /// PodDisruptionBudgets (keyed by `namespace/name`).
     PodDisruptionBudget,
+    /// Namespaces (keyed by name).
+    Namespace,
 }
 
 // === impl Resource ===
@@ -81,6 +85,7 @@ impl Resource {
             Self::NodeTemplate(_) => Kind::NodeTemplate,
             Self::DaemonSet(_) => Kind::DaemonSet,
             Self::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
+            Self::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -100,6 +105,7 @@ impl Resource {
             Self::NodeTemplate(t) => t.metadata.name.clone().unwrap_or_default(),
             Self::DaemonSet(d) => namespaced(&d.metadata.namespace, &d.metadata.name),
             Self::PodDisruptionBudget(b) => pdb::key(b),
+            Self::Namespace(n) => n.metadata.name.clone().unwrap_or_default(),
         }
     }
 }
@@ -125,6 +131,7 @@ pub struct Cluster {
     node_templates: BTreeMap<String, AWSNodeTemplate>,
     daemonsets: BTreeMap<String, DaemonSet>,
     pdbs: BTreeMap<String, PodDisruptionBudget>,
+    namespaces: BTreeMap<String, Namespace>,
     nominations: HashMap<String, Nomination>,
     last_placement: HashMap<String, Timestamp>,
     revision: u64,
@@ -198,6 +205,9 @@ impl Cluster {
             Resource::PodDisruptionBudget(b) => {
                 self.pdbs.insert(key, *b);
             }
+            Resource::Namespace(n) => {
+                self.namespaces.insert(key, *n);
+            }
         }
     }
 
@@ -227,6 +237,9 @@ impl Cluster {
             Kind::PodDisruptionBudget => {
                 self.pdbs.remove(key);
             }
+            Kind::Namespace => {
+                self.namespaces.remove(key);
+            }
         }
     }
 
@@ -244,6 +257,7 @@ impl Cluster {
             Kind::NodeTemplate => self.node_templates.keys().cloned().collect(),
             Kind::DaemonSet => self.daemonsets.keys().cloned().collect(),
             Kind::PodDisruptionBudget => self.pdbs.keys().cloned().collect(),
+            Kind::Namespace => self.namespaces.keys().cloned().collect(),
         };
         for k in stale.iter().filter(|k| !keep.contains(*k)) {
             self.delete(kind, k);
@@ -331,7 +345,7 @@ impl Cluster {
         self.pdbs.values()
     }
 
-    /// Every object of the index as one `v1 List` (Provisioners, AWSNodeTemplates, Nodes,
+    /// Every object of the index as one `v1 List` (Namespaces, Provisioners, AWSNodeTemplates, Nodes,
     /// DaemonSets, PodDisruptionBudgets, Pods), as `kubectl get ... -o json` prints one; the
     /// plugin reads it back with `-f`.
     pub fn to_list(&self) -> serde_json::Value {
@@ -342,6 +356,7 @@ impl Cluster {
             items.extend(objects.filter_map(|o| serde_json::to_value(o).ok()));
         }
         let mut items = Vec::new();
+        push(&mut items, self.namespaces.values());
         push(&mut items, self.provisioners.values());
         push(&mut items, self.node_templates.values());
         push(&mut items, self.nodes.values());
@@ -445,10 +460,11 @@ impl Cluster {
         let mut existing = Vec::new();
         let mut in_flight = BTreeSet::new();
         for n in self.nodes.values() {
-            if !nodes::is_owned(n) || nodes::is_deleting(n) || nodes::is_cordoned(n) {
-                continue;
-            }
-            let ready = nodes::is_ready(n);
+            // Every node goes in: kube-scheduler counts the pods of all of them for topology
+            // spread and pod (anti-)affinity. The engine fills only Karpenter's nodes that are
+            // not cordoned or being deleted.
+            let fillable = nodes::is_owned(n) && !nodes::is_deleting(n) && !nodes::is_cordoned(n);
+            let ready = !fillable || nodes::is_ready(n);
             let mut node = n.clone();
             if !ready {
                 in_flight.insert(nodes::name(n).to_string());
@@ -499,6 +515,11 @@ impl Cluster {
         Snapshot {
             pods,
             existing_nodes: existing,
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(name, ns)| (name.clone(), ns.metadata.labels.clone().unwrap_or_default()))
+                .collect(),
             in_flight,
             daemonsets: self.daemonsets.values().cloned().collect(),
             provisioners,
@@ -530,10 +551,12 @@ pub struct SnapshotOptions {
 pub struct Snapshot {
     /// Provisionable pods, by key.
     pub pods: Vec<Pod>,
-    /// Karpenter's nodes that can take pods (not cordoned or being deleted), in-flight ones
-    /// included, each with its bound and nominated pods.
+    /// Every node, each with its bound and nominated pods: Karpenter's nodes that can take
+    /// pods (in-flight ones included) are filled, and the rest count for topology.
     pub existing_nodes: Vec<ExistingNode>,
-    /// Names of the existing nodes that are not Ready yet.
+    /// Namespace labels by name, for `namespaceSelector`s.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Names of Karpenter's fillable nodes that are not Ready yet.
     pub in_flight: BTreeSet<String>,
     /// Every DaemonSet.
     pub daemonsets: Vec<DaemonSet>,

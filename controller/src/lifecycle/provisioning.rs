@@ -291,6 +291,7 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             instance_types_by_provisioner: by_provisioner.clone(),
             existing_nodes: snapshot.existing_nodes,
             daemonsets: snapshot.daemonsets,
+            namespaces: snapshot.namespaces,
             options: self.config.scheduler.clone(),
         };
         let decision = Scheduler::new(input).solve(&snapshot.pods)?;

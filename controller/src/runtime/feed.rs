@@ -1,5 +1,5 @@
 //! Watches that keep the [`Cluster`](crate::cluster::Cluster) index warm: Pods, Nodes,
-//! Provisioners, AWSNodeTemplates, DaemonSets and PodDisruptionBudgets, each through a kube-rs
+//! Provisioners, AWSNodeTemplates, DaemonSets, PodDisruptionBudgets and Namespaces, each through a kube-rs
 //! watcher (a relist replaces that kind; later events apply or delete one object). Every
 //! replica keeps them running, leader or not, so a new leader starts with warm caches.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -35,7 +35,7 @@ fn wrap<K: 'static>(f: fn(Box<K>) -> Resource) -> impl Fn(K) -> Resource + Send 
 pub fn start(client: Client, cluster: SharedCluster) -> FeedSignals {
     let (synced_tx, synced) = watch::channel(false);
     let changed = Arc::new(Notify::new());
-    let kinds = 6;
+    let kinds = 7;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Kind>(kinds);
     macro_rules! feed {
         ($ty:ty, $kind:expr, $ctor:expr) => {
@@ -59,6 +59,7 @@ pub fn start(client: Client, cluster: SharedCluster) -> FeedSignals {
         Kind::PodDisruptionBudget,
         Resource::PodDisruptionBudget
     );
+    feed!(Namespace, Kind::Namespace, Resource::Namespace);
     drop(done_tx);
     tokio::spawn(async move {
         let mut seen = std::collections::BTreeSet::new();

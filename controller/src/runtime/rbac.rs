@@ -7,7 +7,7 @@
 //!
 //! Where each call is made:
 //! - [`feed`](super::feed): `list` + `watch` of Pods, Nodes, Provisioners, AWSNodeTemplates,
-//!   DaemonSets and PodDisruptionBudgets in all namespaces (kube-rs watchers);
+//!   DaemonSets, PodDisruptionBudgets and Namespaces (kube-rs watchers, all namespaces);
 //! - [`writer`](super::writer): Node `create`, `patch` (annotations, cordon, finalizer),
 //!   `delete`, `get` (before removing the finalizer); `nodes/status` `patch`; `pods/binding`
 //!   and `pods/eviction` `create`; `provisioners/status` `patch`; `events.k8s.io` Events
@@ -66,6 +66,7 @@ const WATCH: &[&str] = &["list", "watch"];
 /// Every API call `karpenter-controller` makes.
 pub const CONTROLLER_API_CALLS: &[ApiCall] = &[
     call("", "pods", WATCH),
+    call("", "namespaces", WATCH),
     call("", "pods/binding", &["create"]),
     call("", "pods/eviction", &["create"]),
     call(

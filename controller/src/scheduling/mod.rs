@@ -40,9 +40,12 @@
 //!   (Karpenter's `subtractMax`), so a launch can never exceed them.
 //! - Hostname spread assumes a fresh node (count 0) is always possible. Other spread keys are
 //!   spread over the domains a usable provisioner offers plus existing nodes' domains under
-//!   `nodeAffinityPolicy` (default Honor) and `nodeTaintsPolicy` (default Ignore); `minDomains`
-//!   and `matchLabelKeys` apply. Counts are not yet filtered by those policies, and a
-//!   non-empty `namespaceSelector` on an affinity term is read as the pod's own namespace.
+//!   `nodeAffinityPolicy` (default Honor) and `nodeTaintsPolicy` (default Ignore), and, as in
+//!   kube-scheduler, a domain's count holds only the matching pods on nodes that pass those
+//!   policies (a planned node by the labels it is sure to carry); `minDomains` and
+//!   `matchLabelKeys` apply. Pods on every node count, Karpenter's or not, cordoned or being
+//!   deleted. An affinity term's `namespaceSelector` selects namespaces by their labels
+//!   ([`SchedulerInput::namespaces`]; `{}` is every namespace), joined with its `namespaces`.
 //! - Spot prices are never invented: without a price a spot offering is priced at the type's
 //!   on-demand price, the node says `priceIsUpperBound`, and the Decision carries a note.
 //! - After first-fit-decreasing, an improvement pass (deterministic) re-packs topology-free pods

@@ -67,6 +67,57 @@ pub struct TopologyTerm {
     pub ignore_node_affinity: bool,
     /// Spread only: `nodeTaintsPolicy: Honor` (default `Ignore`: a tainted node's domain counts).
     pub honor_node_taints: bool,
+    /// A non-empty `namespaceSelector` over namespace labels; the engine resolves it into
+    /// `namespaces` each round ([`TopologyTerm::resolve_namespaces`]).
+    pub namespace_selector: Option<Requirements>,
+    /// Spread only, over keys other than the hostname: the nodes whose pods count, when the
+    /// policies narrow them (kube-scheduler counts matching pods only on nodes that pass the
+    /// pod's node affinity under `Honor`, and its tolerations under `nodeTaintsPolicy: Honor`).
+    pub counted_nodes: Option<NodeInclusion>,
+}
+
+/// The nodes a spread term counts matching pods on, from the pod's own spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct NodeInclusion {
+    /// The pod's node selector and required node-affinity terms (ORed), when honoured.
+    pub affinity: Option<(Requirements, Vec<Requirements>)>,
+    /// The pod's tolerations as (key, operator, value, effect), when taints are honoured.
+    pub tolerations: Option<Vec<[String; 4]>>,
+}
+
+// === impl NodeInclusion ===
+
+impl NodeInclusion {
+    /// Whether a node with these labels and taints is counted.
+    pub fn includes(&self, node_labels: &BTreeMap<String, String>, taints: &[Taint]) -> bool {
+        if let Some((selector, terms)) = &self.affinity {
+            if !selector.matches_labels(node_labels)
+                || (!terms.is_empty() && !terms.iter().any(|t| t.matches_labels(node_labels)))
+            {
+                return false;
+            }
+        }
+        if let Some(tols) = &self.tolerations {
+            let tols: Vec<Toleration> = tols
+                .iter()
+                .map(|[key, operator, value, effect]| Toleration {
+                    key: Some(key.clone()),
+                    operator: Some(operator.clone()),
+                    value: Some(value.clone()),
+                    effect: Some(effect.clone()),
+                    toleration_seconds: None,
+                })
+                .collect();
+            // kube-scheduler honours the taints that keep pods off: NoSchedule and NoExecute.
+            if taints
+                .iter()
+                .any(|t| t.effect != "PreferNoSchedule" && !tolerates(&tols, t))
+            {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// A pod converted for scheduling.
@@ -131,10 +182,19 @@ fn pod_term(
             r
         }
     };
-    let namespaces = match (&t.namespaces, &t.namespace_selector) {
-        (_, Some(ns)) if ns.match_labels.is_none() && ns.match_expressions.is_none() => None,
-        (Some(list), _) if !list.is_empty() => Some(list.iter().cloned().collect()),
-        _ => Some(BTreeSet::from([namespace.to_string()])),
+    // kube-scheduler: the union of `namespaces` and the namespaces `namespaceSelector` selects;
+    // an empty selector (`{}`) selects every namespace; neither means the pod's own.
+    let list: BTreeSet<String> = t.namespaces.iter().flatten().cloned().collect();
+    let (namespaces, namespace_selector) = match &t.namespace_selector {
+        Some(ns)
+            if ns.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && ns.match_expressions.as_ref().is_none_or(|e| e.is_empty()) =>
+        {
+            (None, None)
+        }
+        Some(ns) => (Some(list), Some(selector_requirements(ns)?)),
+        None if list.is_empty() => (Some(BTreeSet::from([namespace.to_string()])), None),
+        None => (Some(list), None),
     };
     Ok(TopologyTerm {
         kind,
@@ -144,12 +204,43 @@ fn pod_term(
         min_domains: None,
         ignore_node_affinity: false,
         honor_node_taints: false,
+        namespace_selector,
+        counted_nodes: None,
     })
 }
 
 // === impl TopologyTerm ===
 
 impl TopologyTerm {
+    /// Turns a `namespaceSelector` into the namespaces it selects, given every namespace's
+    /// labels. A namespace missing from `namespace_labels` is taken to carry only
+    /// `kubernetes.io/metadata.name`, which the API server sets on every namespace.
+    pub fn resolve_namespaces<'a>(
+        &mut self,
+        namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+        known: impl IntoIterator<Item = &'a str>,
+    ) {
+        let Some(sel) = self.namespace_selector.take() else {
+            return;
+        };
+        let set = self.namespaces.get_or_insert_with(BTreeSet::new);
+        for (ns, l) in namespace_labels {
+            if sel.matches_labels(l) {
+                set.insert(ns.clone());
+            }
+        }
+        for ns in known {
+            if !namespace_labels.contains_key(ns)
+                && sel.matches_labels(&BTreeMap::from([(
+                    labels::NAMESPACE_NAME.to_string(),
+                    ns.to_string(),
+                )]))
+            {
+                set.insert(ns.to_string());
+            }
+        }
+    }
+
     /// Whether a pod with these labels in this namespace is selected.
     pub fn selects(&self, namespace: &str, pod_labels: &BTreeMap<String, String>) -> bool {
         self.namespaces
@@ -336,6 +427,12 @@ impl PodInfo {
                     .map(|m| m.max(1) as u32),
                 ignore_node_affinity: tsc.node_affinity_policy.as_deref() == Some("Ignore"),
                 honor_node_taints: tsc.node_taints_policy.as_deref() == Some("Honor"),
+                namespace_selector: None,
+                counted_nodes: None,
+            };
+            let term = TopologyTerm {
+                counted_nodes: info.counted_nodes(&term),
+                ..term
             };
             if tsc.when_unsatisfiable == "ScheduleAnyway" {
                 info.soft_spreads.push(term);
@@ -344,6 +441,51 @@ impl PodInfo {
             }
         }
         Ok(info)
+    }
+
+    /// Resolves every `namespaceSelector` of the pod's terms ([`TopologyTerm::resolve_namespaces`]).
+    pub fn resolve_namespaces(
+        &mut self,
+        namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+        known: &BTreeSet<String>,
+    ) {
+        let terms = self
+            .required_topology
+            .iter_mut()
+            .chain(self.soft_spreads.iter_mut())
+            .chain(self.preferred_affinity.iter_mut().map(|(_, t)| t))
+            .chain(self.preferred_anti_affinity.iter_mut().map(|(_, t)| t));
+        for t in terms {
+            t.resolve_namespaces(namespace_labels, known.iter().map(String::as_str));
+        }
+    }
+
+    /// The nodes a spread term of this pod counts pods on, when its policies narrow them.
+    fn counted_nodes(&self, term: &TopologyTerm) -> Option<NodeInclusion> {
+        if term.key == labels::HOSTNAME {
+            // Every fresh node is a hostname domain with count 0: the filter changes nothing.
+            return None;
+        }
+        let affinity = (!term.ignore_node_affinity
+            && (!self.node_selector.is_empty() || !self.required_terms.is_empty()))
+        .then(|| (self.node_selector.clone(), self.required_terms.clone()));
+        let tolerations = term.honor_node_taints.then(|| {
+            self.tolerations
+                .iter()
+                .map(|t| {
+                    [
+                        t.key.clone().unwrap_or_default(),
+                        t.operator.clone().unwrap_or_else(|| "Equal".into()),
+                        t.value.clone().unwrap_or_default(),
+                        t.effect.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect()
+        });
+        (affinity.is_some() || tolerations.is_some()).then_some(NodeInclusion {
+            affinity,
+            tolerations,
+        })
     }
 
     /// Whether the pod tolerates a taint.

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, Pod, PodCondition, PodStatus};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -438,6 +438,7 @@ impl Runner {
                 decode::<PodDisruptionBudget>(doc).map_err(bad)?,
             )),
             "Node" => Resource::Node(Box::new(decode::<Node>(doc).map_err(bad)?)),
+            "Namespace" => Resource::Namespace(Box::new(decode::<Namespace>(doc).map_err(bad)?)),
             other => return Err(bad(format!("unsupported kind {other:?}"))),
         };
         self.cluster.write().apply(resource);
@@ -460,6 +461,7 @@ impl Runner {
             "Pod" => Kind::Pod,
             "DaemonSet" => Kind::DaemonSet,
             "PodDisruptionBudget" => Kind::PodDisruptionBudget,
+            "Namespace" => Kind::Namespace,
             _ => Kind::Node,
         };
         if k == Kind::Node {

@@ -303,7 +303,7 @@ impl<'a> Ctx<'a> {
                 cache: 0,
             });
         }
-        let existing_infos: Vec<Vec<PodInfo>> = input
+        let mut existing_infos: Vec<Vec<PodInfo>> = input
             .existing_nodes
             .iter()
             .map(|e| {
@@ -313,6 +313,14 @@ impl<'a> Ctx<'a> {
                     .collect()
             })
             .collect();
+        let known: BTreeSet<String> = infos
+            .iter()
+            .chain(existing_infos.iter().flatten())
+            .map(|i| i.namespace.clone())
+            .collect();
+        for info in existing_infos.iter_mut().flatten() {
+            info.resolve_namespaces(&input.namespaces, &known);
+        }
         for pods in &existing_infos {
             for p in pods {
                 for t in &p.required_topology {
@@ -356,6 +364,7 @@ impl<'a> Ctx<'a> {
                 .get(labels::HOSTNAME)
                 .cloned()
                 .unwrap_or_else(|| existing_name(e, ni));
+            let taints = api_taints(&e.node);
             for p in pods {
                 for g in groups.iter_mut() {
                     let domain = if g.term.key == labels::HOSTNAME {
@@ -364,6 +373,13 @@ impl<'a> Ctx<'a> {
                         node_labels.get(&g.term.key).cloned()
                     };
                     let Some(d) = domain else { continue };
+                    if g.term
+                        .counted_nodes
+                        .as_ref()
+                        .is_some_and(|c| !c.includes(&node_labels, &taints))
+                    {
+                        continue;
+                    }
                     let hit = if g.inverse {
                         p.required_topology.contains(&g.term)
                     } else {
@@ -468,7 +484,8 @@ fn owned_by(pod: &Pod, ds: &DaemonSet) -> bool {
 /// The existing nodes the packer may fill, and notes on the ones it leaves out.
 ///
 /// Pending pods were already refused by kube-scheduler on the nodes that exist, so only nodes
-/// Karpenter owns (`karpenter.sh/provisioner-name`) are filled, never one being deleted. An
+/// Karpenter owns (`karpenter.sh/provisioner-name`) are filled, never one being deleted or
+/// cordoned (`spec.unschedulable`). An
 /// initialized node offers the allocatable it reports; a node still coming up (no
 /// `karpenter.sh/initialized=true`) offers its instance type's allocatable, less the
 /// DaemonSet pods that will land on it but are not bound yet, and its provisioner's
@@ -484,6 +501,7 @@ fn existing_states(
     let mut states = Vec::new();
     let mut unowned = Vec::new();
     let mut deleting = Vec::new();
+    let mut cordoned = Vec::new();
     let mut no_capacity = Vec::new();
     for (i, e) in input.existing_nodes.iter().enumerate() {
         let name = existing_name(e, i);
@@ -494,6 +512,15 @@ fn existing_states(
         };
         if e.node.metadata.deletion_timestamp.is_some() {
             deleting.push(name);
+            continue;
+        }
+        if e.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+        {
+            cordoned.push(name);
             continue;
         }
         let node_err = |source| SchedulingError::Node {
@@ -612,6 +639,13 @@ fn existing_states(
             "left out {} node(s) being deleted: {}",
             deleting.len(),
             deleting.join(", ")
+        ));
+    }
+    if !cordoned.is_empty() {
+        notes.push(format!(
+            "left out {} cordoned node(s): {}",
+            cordoned.len(),
+            cordoned.join(", ")
         ));
     }
     if !no_capacity.is_empty() {

@@ -91,6 +91,9 @@ pub struct SchedulerInput {
     pub existing_nodes: Vec<ExistingNode>,
     /// DaemonSets whose pods land on new nodes.
     pub daemonsets: Vec<DaemonSet>,
+    /// Namespace labels by namespace name, for pod (anti-)affinity `namespaceSelector`s. A
+    /// namespace left out is taken to carry only `kubernetes.io/metadata.name`.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Tuning.
     pub options: SchedulerOptions,
 }
@@ -114,6 +117,25 @@ impl Scheduler {
         let mut infos = Vec::with_capacity(pods.len());
         for p in pods {
             infos.push(PodInfo::from_pod(p)?);
+        }
+        let known: BTreeSet<String> = infos
+            .iter()
+            .map(|i| i.namespace.clone())
+            .chain(
+                self.input
+                    .existing_nodes
+                    .iter()
+                    .flat_map(|e| &e.pods)
+                    .map(|p| {
+                        p.metadata
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| "default".into())
+                    }),
+            )
+            .collect();
+        for info in &mut infos {
+            info.resolve_namespaces(&self.input.namespaces, &known);
         }
         let ctx = Ctx::build(&self.input, &infos)?;
         let mut state = State::new(&ctx)?;

@@ -677,10 +677,21 @@ impl State {
             node.ports.extend(info.host_ports.iter().cloned());
         }
         let node = &self.nodes[i];
+        let mut planned: Option<BTreeMap<String, String>> = None;
         let hits: Vec<(usize, Option<String>)> = c
             .selected_by
             .iter()
             .chain(c.owns_inverse.iter())
+            .filter(|&&g| {
+                let Some(inc) = &self.groups[g].term.counted_nodes else {
+                    return true;
+                };
+                if node.existing.is_some() {
+                    return inc.includes(&node.labels, &node.taints);
+                }
+                let l = planned.get_or_insert_with(|| Self::planned_labels(ctx, node));
+                inc.includes(l, &node.taints)
+            })
             .map(|&g| {
                 (
                     g,
@@ -694,6 +705,31 @@ impl State {
                 self.groups[g].total += 1;
             }
         }
+    }
+
+    /// The labels a new node is sure to carry: single-valued requirements, the labels every
+    /// remaining instance-type option shares, and its hostname.
+    pub(super) fn planned_labels(ctx: &Ctx<'_>, node: &NodeState) -> BTreeMap<String, String> {
+        let prov = &ctx.provs[node.prov];
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        let mut opts = node
+            .options
+            .iter()
+            .map(|&o| &ctx.types[prov.types[o]].labels);
+        if let Some(first) = opts.next() {
+            let mut shared = first.clone();
+            for l in opts {
+                shared.retain(|k, v| l.get(k) == Some(v));
+            }
+            out = shared;
+        }
+        for (k, set) in node.reqs.iter() {
+            if let Some(v) = set.single() {
+                out.insert(k.clone(), v.to_string());
+            }
+        }
+        out.insert(labels::HOSTNAME.to_string(), node.name.clone());
+        out
     }
 
     /// Moves a provisioner's in-flight limit usage from a new node's old options to its new
