@@ -795,3 +795,26 @@ fn namespace_selector_on_the_name_label_needs_no_namespace_objects() {
         "{d:?}"
     );
 }
+
+#[test]
+fn a_cordoned_node_is_not_filled_but_its_pods_count() {
+    let mut n = owned_node(
+        "cordoned-1",
+        json!({ZONE: "test-zone-1", HOST: "cordoned-1"}),
+        json!({"cpu": "16", "memory": "64Gi", "pods": "100"}),
+        json!([]),
+    );
+    n.spec.as_mut().unwrap().unschedulable = Some(true);
+    let e = env(vec![default_prov()]).existing(n, web().times(1));
+    let d = e.solve(&[web()
+        .req("1", "")
+        .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}))
+        .build()]);
+    assert!(d.existing_nodes.is_empty(), "{d:?}");
+    assert!(
+        !node_of(&d, "web")
+            .zones
+            .contains(&"test-zone-1".to_string()),
+        "{d:?}"
+    );
+}

@@ -75,7 +75,7 @@ fn nominated_pods_are_not_provisionable_while_their_node_is_coming() {
 }
 
 #[test]
-fn snapshot_orders_provisioners_and_keeps_only_usable_owned_nodes() {
+fn snapshot_orders_provisioners_and_carries_every_node() {
     let mut c = Cluster::new();
     let now = t0();
     let mut heavy = provisioner("zz-heavy");
@@ -111,8 +111,15 @@ fn snapshot_orders_provisioners_and_keeps_only_usable_owned_nodes() {
         .iter()
         .map(|e| nodes::name(&e.node).to_string())
         .collect();
-    assert_eq!(nodes, ["ours"]);
-    assert_eq!(s.existing_nodes[0].pods.len(), 1);
+    // Every node goes in (kube-scheduler counts all of their pods for topology); the engine
+    // fills only "ours" (see the scheduling tests).
+    assert_eq!(nodes, ["cordoned", "deleting", "foreign", "ours"]);
+    let ours = s
+        .existing_nodes
+        .iter()
+        .find(|e| nodes::name(&e.node) == "ours")
+        .unwrap();
+    assert_eq!(ours.pods.len(), 1);
     assert_eq!(s.pods.len(), 1);
     // Usage counts every node of the provisioner, cordoned and deleting ones too: 3 x 2 CPU.
     assert_eq!(s.usage["default"]["cpu"], 6000);
