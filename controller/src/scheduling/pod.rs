@@ -98,21 +98,14 @@ impl NodeInclusion {
             }
         }
         if let Some(tols) = &self.tolerations {
-            let tols: Vec<Toleration> = tols
-                .iter()
-                .map(|[key, operator, value, effect]| Toleration {
-                    key: Some(key.clone()),
-                    operator: Some(operator.clone()),
-                    value: Some(value.clone()),
-                    effect: Some(effect.clone()),
-                    toleration_seconds: None,
-                })
-                .collect();
             // kube-scheduler honours the taints that keep pods off: NoSchedule and NoExecute.
-            if taints
-                .iter()
-                .any(|t| t.effect != "PreferNoSchedule" && !tolerates(&tols, t))
-            {
+            let kept_off = |t: &Taint| {
+                t.effect != "PreferNoSchedule"
+                    && !tols
+                        .iter()
+                        .any(|[k, op, v, eff]| toleration_matches(k, op, v, eff, t))
+            };
+            if taints.iter().any(kept_off) {
                 return false;
             }
         }
@@ -443,6 +436,15 @@ impl PodInfo {
         Ok(info)
     }
 
+    /// Whether any of the pod's terms has a `namespaceSelector` left to resolve.
+    pub fn has_namespace_selector(&self) -> bool {
+        self.required_topology
+            .iter()
+            .chain(self.preferred_affinity.iter().map(|(_, t)| t))
+            .chain(self.preferred_anti_affinity.iter().map(|(_, t)| t))
+            .any(|t| t.namespace_selector.is_some())
+    }
+
     /// Resolves every `namespaceSelector` of the pod's terms ([`TopologyTerm::resolve_namespaces`]).
     pub fn resolve_namespaces(
         &mut self,
@@ -506,24 +508,23 @@ impl PodInfo {
 /// Kubernetes toleration matching.
 pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| {
-        let effect_ok = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key = t.key.as_deref().unwrap_or("");
-        let op = t.operator.as_deref().unwrap_or("Equal");
-        if !effect_ok {
-            return false;
-        }
-        if key.is_empty() {
-            return op == "Exists";
-        }
-        if key != taint.key {
-            return false;
-        }
-        match op {
-            "Exists" => true,
-            _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        }
+        toleration_matches(
+            t.key.as_deref().unwrap_or(""),
+            t.operator.as_deref().unwrap_or("Equal"),
+            t.value.as_deref().unwrap_or(""),
+            t.effect.as_deref().unwrap_or(""),
+            taint,
+        )
     })
+}
+
+/// One toleration (key, operator, value, effect; empty for unset) against a taint.
+fn toleration_matches(key: &str, op: &str, value: &str, effect: &str, taint: &Taint) -> bool {
+    if !(effect.is_empty() || effect == taint.effect) {
+        return false;
+    }
+    if key.is_empty() {
+        return op == "Exists";
+    }
+    key == taint.key && (op == "Exists" || value == taint.value.as_deref().unwrap_or(""))
 }

@@ -9,6 +9,7 @@ impl<'a> Ctx<'a> {
     pub(super) fn build(
         input: &'a SchedulerInput,
         infos: &[PodInfo],
+        namespaces: &BTreeSet<String>,
     ) -> Result<Self, SchedulingError> {
         // Resource names.
         let mut names: BTreeSet<String> = [
@@ -313,13 +314,12 @@ impl<'a> Ctx<'a> {
                     .collect()
             })
             .collect();
-        let known: BTreeSet<String> = infos
-            .iter()
-            .chain(existing_infos.iter().flatten())
-            .map(|i| i.namespace.clone())
-            .collect();
-        for info in existing_infos.iter_mut().flatten() {
-            info.resolve_namespaces(&input.namespaces, &known);
+        for info in existing_infos
+            .iter_mut()
+            .flatten()
+            .filter(|i| i.has_namespace_selector())
+        {
+            info.resolve_namespaces(&input.namespaces, namespaces);
         }
         for pods in &existing_infos {
             for p in pods {
@@ -365,21 +365,24 @@ impl<'a> Ctx<'a> {
                 .cloned()
                 .unwrap_or_else(|| existing_name(e, ni));
             let taints = api_taints(&e.node);
+            // Whether each group counts this node's pods (its term's policies).
+            let counts_here: Vec<bool> = groups
+                .iter()
+                .map(|g| {
+                    g.term
+                        .counted_nodes
+                        .as_ref()
+                        .is_none_or(|c| c.includes(&node_labels, &taints))
+                })
+                .collect();
             for p in pods {
-                for g in groups.iter_mut() {
+                for (g, _) in groups.iter_mut().zip(&counts_here).filter(|(_, c)| **c) {
                     let domain = if g.term.key == labels::HOSTNAME {
                         Some(name.clone())
                     } else {
                         node_labels.get(&g.term.key).cloned()
                     };
                     let Some(d) = domain else { continue };
-                    if g.term
-                        .counted_nodes
-                        .as_ref()
-                        .is_some_and(|c| !c.includes(&node_labels, &taints))
-                    {
-                        continue;
-                    }
                     let hit = if g.inverse {
                         p.required_topology.contains(&g.term)
                     } else {

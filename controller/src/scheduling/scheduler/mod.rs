@@ -118,6 +118,7 @@ impl Scheduler {
         for p in pods {
             infos.push(PodInfo::from_pod(p)?);
         }
+        // The namespaces any pod is in: a namespaceSelector can only select pods among them.
         let known: BTreeSet<String> = infos
             .iter()
             .map(|i| i.namespace.clone())
@@ -134,10 +135,10 @@ impl Scheduler {
                     }),
             )
             .collect();
-        for info in &mut infos {
+        for info in infos.iter_mut().filter(|i| i.has_namespace_selector()) {
             info.resolve_namespaces(&self.input.namespaces, &known);
         }
-        let ctx = Ctx::build(&self.input, &infos)?;
+        let ctx = Ctx::build(&self.input, &infos, &known)?;
         let mut state = State::new(&ctx)?;
         state.run(&ctx, &infos);
         if ctx.options.improve {
