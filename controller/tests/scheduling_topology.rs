@@ -802,3 +802,75 @@ fn a_cordoned_node_is_not_filled_but_its_pods_count() {
     assert!(d.existing_nodes.is_empty(), "{d:?}");
     assert!(!in_zone_1(&d, "web"), "{d:?}");
 }
+
+/// Two pods that tolerate the team's taint (placed first, being larger: a team node is
+/// planned for them, in zone b when `zone_b`, else in b or d), then four zone-spread web pods
+/// with the given `nodeTaintsPolicy`.
+fn team_node_then_spread(zone_b: bool, taints_policy: &str) -> Decision {
+    team_node_and_spread("2", zone_b, taints_policy)
+}
+
+/// The same with the tolerating pods' cpu: at "500m" they are placed after the web pods.
+fn team_node_and_spread(ml_cpu: &str, zone_b: bool, taints_policy: &str) -> Decision {
+    let mut ml = pod("ml").req(ml_cpu, "");
+    ml.0["spec"]["tolerations"] = json!([{"key": "team", "operator": "Exists"}]);
+    ml = if zone_b {
+        ml.selector(json!({ZONE: "us-east-1b"}))
+    } else {
+        ml.required(
+            json!([[{"key": ZONE, "operator": "In", "values": ["us-east-1b", "us-east-1d"]}]]),
+        )
+    };
+    let mut pods = ml.times(2);
+    let mut web = web()
+        .req("1", "")
+        .spread(ZONE, 1, "DoNotSchedule", json!({"app": "web"}));
+    web.0["spec"]["topologySpreadConstraints"][0]["nodeTaintsPolicy"] = json!(taints_policy);
+    pods.extend(web.times(4));
+    four_zone_env().solve(&pods)
+}
+
+#[test]
+fn a_node_planned_this_round_is_a_domain_when_the_policy_counts_it() {
+    // The team node will exist in zone b; under nodeTaintsPolicy Ignore (the default)
+    // kube-scheduler counts it as a domain with no web pod, so a and c take one web pod each.
+    for zone_b in [true, false] {
+        let d = team_node_then_spread(zone_b, "Ignore");
+        assert_eq!(d.scheduled_count(), 4, "ml pods and two web pods: {d:?}");
+        let web_zones: Vec<&str> = d
+            .nodes
+            .iter()
+            .filter(|n| n.provisioner == "general")
+            .map(|n| n.zones[0].as_str())
+            .collect();
+        assert_eq!(web_zones.len(), 2, "{d:?}");
+        assert_ne!(web_zones[0], web_zones[1], "{d:?}");
+        let why = &d.unschedulable[0].reasons["general"];
+        assert!(
+            why.contains("a new node of this round in us-east-1b"),
+            "{why}"
+        );
+    }
+    // Under Honor the tainted node is not counted: two web pods in a, two in c.
+    let d = team_node_then_spread(true, "Honor");
+    assert!(d.unschedulable.is_empty(), "{d:?}");
+    assert_eq!(d.scheduled_count(), 6, "{d:?}");
+}
+
+#[test]
+fn a_node_planned_after_the_spread_pods_still_counts_as_their_domain() {
+    // The web pods are packed first; the team node comes later for the smaller ml pods. The
+    // first pass finds that the team node lowers the web spread's minimum to 0, and the second
+    // pass knows zone b from the start: one web pod in a, one in c.
+    for zone_b in [true, false] {
+        let d = team_node_and_spread("500m", zone_b, "Ignore");
+        assert_eq!(d.scheduled_count(), 4, "ml pods and two web pods: {d:?}");
+        assert_eq!(d.unschedulable.len(), 2, "{d:?}");
+        assert!(
+            d.unschedulable.iter().all(|u| u.pod.contains("web")),
+            "{d:?}"
+        );
+    }
+    let d = team_node_and_spread("500m", true, "Honor");
+    assert!(d.unschedulable.is_empty(), "{d:?}");
+}

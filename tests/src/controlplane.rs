@@ -44,6 +44,9 @@ pub struct Options {
     pub kwok: bool,
     /// Installs `manifests/crds/` and waits until they are served (on by default).
     pub skip_crds: bool,
+    /// Extra kube-scheduler profiles (a YAML list of `KubeSchedulerConfiguration` profiles),
+    /// served beside `default-scheduler`.
+    pub scheduler_profiles: Option<String>,
 }
 
 // === impl Options ===
@@ -67,6 +70,12 @@ impl Options {
     /// Does not install our CRDs.
     pub fn without_crds(mut self) -> Self {
         self.skip_crds = true;
+        self
+    }
+    /// Adds kube-scheduler with extra profiles (a YAML list) beside `default-scheduler`.
+    pub fn scheduler_profiles(mut self, profiles_yaml: &str) -> Self {
+        self.scheduler = true;
+        self.scheduler_profiles = Some(profiles_yaml.to_string());
         self
     }
 }
@@ -431,7 +440,9 @@ impl ControlPlane {
                 assert!(
                     (!options.controller_manager || o.controller_manager)
                         && (!options.scheduler || o.scheduler)
-                        && (!options.kwok || o.kwok),
+                        && (!options.kwok || o.kwok)
+                        && (options.scheduler_profiles.is_none()
+                            || options.scheduler_profiles == o.scheduler_profiles),
                     "the shared control plane was started with {o:?}, not {options:?}"
                 );
                 cp
@@ -548,7 +559,24 @@ impl ControlPlane {
             )?;
         }
         if options.scheduler {
-            let args = cp.component_args("system:kube-scheduler")?;
+            let mut args = cp.component_args("system:kube-scheduler")?;
+            if let Some(profiles) = &options.scheduler_profiles {
+                // With --config, the file holds the client connection and leader election.
+                let kc = cp.component_kubeconfig("system:kube-scheduler", &[])?;
+                args.retain(|a| {
+                    !a.starts_with("--kubeconfig=") && !a.starts_with("--leader-elect")
+                });
+                let mut config = format!(
+                    "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+                     clientConnection:\n  kubeconfig: {}\nleaderElection:\n  leaderElect: false\n\
+                     profiles:\n- schedulerName: default-scheduler\n",
+                    kc.display()
+                );
+                config.push_str(profiles);
+                let file = cp.dir.join("kube-scheduler-config.yaml");
+                write(&file, &config)?;
+                args.push(format!("--config={}", file.display()));
+            }
             cp.spawn("kube-scheduler", &bins.join("kube-scheduler"), &args)?;
         }
         if options.kwok {

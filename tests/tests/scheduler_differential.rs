@@ -15,12 +15,15 @@
 //!    pod the engine left pending may be scheduled on any node.
 //!
 //! The fixed seeds are regression cases (seed 0 is the reported case: spread pods that cannot
-//! use the tainted Provisioner's zones); one more seed changes every run and is printed, so a
-//! failure can be replayed with `KARPENTER_DIFF_SEED=<seed>`.
+//! use the tainted Provisioner's zones); the large seeds draw the same kind of scenario with
+//! every group [`LARGE`] times larger (a few hundred pods, up to a hundred or more nodes); one
+//! more seed changes every run, drawn both small and large, and is printed, so a failure can be
+//! replayed with `KARPENTER_DIFF_SEED=<seed>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karpenter::api::{decode_provisioner, default_provisioner, Provisioner};
@@ -31,10 +34,78 @@ use karpenter::scheduling::{
     Decision, ExistingNode, InstanceType, Scheduler, SchedulerInput, SchedulerOptions,
 };
 use karpenter_e2e::controlplane::{ControlPlane, Options};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
 use serde_json::{json, Value};
 
 const TYPES: [&str; 5] = ["c5.large", "m5.large", "m5.xlarge", "r5.large", "c5.xlarge"];
 const FIXED_SEEDS: [u64; 4] = [0, 7, 42, 1234];
+/// Seeds drawn at scale: every group's size is multiplied by [`LARGE`], a few hundred pods per
+/// scenario.
+const LARGE_SEEDS: [u64; 3] = [5, 2026, 987_654];
+/// The group-size multiplier of a large scenario.
+const LARGE: u64 = 30;
+
+/// A kube-scheduler profile that runs every filter but scores only by node affinity, so a
+/// pod's preference for the node the engine chose decides among the nodes that pass.
+const PLAN_CHECK: &str = "- schedulerName: plan-check
+  plugins:
+    score:
+      disabled:
+      - name: \"*\"
+      enabled:
+      - name: NodeAffinity
+        weight: 1
+";
+
+/// The pods of a group in the order they are created: round robin over the zones of the nodes
+/// the engine chose (the zone with fewer pods of the group so far first), then the pods the
+/// engine left pending; each placed pod prefers its node under the `plan-check` profile.
+fn plan_order(group: &[Pod], planned: &BTreeMap<String, (String, String)>) -> Vec<Value> {
+    let mut by_zone: BTreeMap<&str, std::collections::VecDeque<&Pod>> = BTreeMap::new();
+    let mut pending = Vec::new();
+    for p in group {
+        match planned.get(p.metadata.name.as_deref().unwrap_or_default()) {
+            Some((_, zone)) => by_zone.entry(zone.as_str()).or_default().push_back(p),
+            None => pending.push(p),
+        }
+    }
+    let mut placed: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut order = Vec::new();
+    loop {
+        let next = by_zone
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .min_by_key(|(z, q)| {
+                (
+                    placed.get(*z).copied().unwrap_or(0),
+                    std::cmp::Reverse(q.len()),
+                )
+            })
+            .map(|(z, _)| *z);
+        let Some(zone) = next else { break };
+        if let Some(p) = by_zone.get_mut(zone).and_then(|q| q.pop_front()) {
+            *placed.entry(zone).or_default() += 1;
+            order.push(p);
+        }
+    }
+    order.extend(pending);
+    order
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(p).expect("pod");
+            v["spec"]["schedulerName"] = json!("plan-check");
+            if let Some((node, _)) = planned.get(p.metadata.name.as_deref().unwrap_or_default()) {
+                v["spec"]["affinity"]["nodeAffinity"] = json!({
+                    "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+                        "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname",
+                            "operator": "In", "values": [node]}]}}]});
+            }
+            v
+        })
+        .collect()
+}
 
 /// xorshift64*: small, deterministic, ours.
 struct Rng(u64);
@@ -61,7 +132,8 @@ impl Rng {
 }
 
 struct Scenario {
-    seed: u64,
+    /// The seed, with `x<scale>` for a scaled one: names its namespace, nodes and label.
+    tag: String,
     ns: String,
     provisioners: Vec<Provisioner>,
     existing: Vec<ExistingNode>,
@@ -72,7 +144,7 @@ struct Scenario {
     daemonset: Option<DaemonSet>,
 }
 
-fn provisioner(name: &str, zones: &[&str], taint: bool, seed: u64) -> Provisioner {
+fn provisioner(name: &str, zones: &[&str], taint: bool, tag: &str) -> Provisioner {
     let mut doc = json!({
         "apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
         "metadata": {"name": name},
@@ -82,7 +154,7 @@ fn provisioner(name: &str, zones: &[&str], taint: bool, seed: u64) -> Provisione
                 {"key": "topology.kubernetes.io/zone", "operator": "In", "values": zones},
                 {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
             ],
-            "labels": {"type": "kwok", "e2e-scenario": seed.to_string()},
+            "labels": {"type": "kwok", "e2e-scenario": tag},
             "providerRef": {"name": "default"},
         }
     });
@@ -95,12 +167,12 @@ fn provisioner(name: &str, zones: &[&str], taint: bool, seed: u64) -> Provisione
     p
 }
 
-fn pod_json(ns: &str, name: &str, app: &str, cpu_milli: u64, seed: u64) -> Value {
+fn pod_json(ns: &str, name: &str, app: &str, cpu_milli: u64, tag: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
         "spec": {
-            "nodeSelector": {"e2e-scenario": seed.to_string()},
+            "nodeSelector": {"e2e-scenario": tag},
             "terminationGracePeriodSeconds": 0,
             "containers": [{"name": "c", "image": "pause",
                 "resources": {"requests": {"cpu": format!("{cpu_milli}m"), "memory": "256Mi"}}}]
@@ -108,12 +180,18 @@ fn pod_json(ns: &str, name: &str, app: &str, cpu_milli: u64, seed: u64) -> Value
     })
 }
 
-fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
+/// The scenario of a seed; `scale` multiplies every group's size (the draws are the same).
+fn scenario(seed: u64, scale: u64, catalog: &[InstanceType]) -> Scenario {
     let mut rng = Rng::new(seed);
     // Draws added later come from a second generator, so the first one's scenarios (and the
     // regression seeds above) stay what they were.
     let mut more = Rng::new(seed ^ 0x5EED_DA55);
-    let ns = format!("diff-{seed}");
+    let tag = if scale == 1 {
+        seed.to_string()
+    } else {
+        format!("{seed}x{scale}")
+    };
+    let ns = format!("diff-{tag}");
     let general_zones: Vec<&str> = if seed == 0 {
         vec!["us-east-1a", "us-east-1c"]
     } else {
@@ -135,8 +213,8 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
             .collect()
     };
     let provisioners = vec![
-        provisioner("general", &general_zones, false, seed),
-        provisioner("team", &team_zones, true, seed),
+        provisioner("general", &general_zones, false, &tag),
+        provisioner("team", &team_zones, true, &tag),
     ];
     // Existing nodes of the general provisioner, each with a pod or two of group g0.
     let mut existing = Vec::new();
@@ -148,10 +226,10 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
             .find(|t| t.name == want)
             .expect("type in catalog");
         let zone = *rng.pick(&general_zones);
-        let node = make_node(&format!("s{seed}-e{i}"), &provisioners[0], t, zone);
+        let node = make_node(&format!("s{tag}-e{i}"), &provisioners[0], t, zone);
         let pods = (0..=rng.below(2))
             .map(|j| {
-                let mut p = pod_json(&ns, &format!("e{i}-{j}"), "g0", 250, seed);
+                let mut p = pod_json(&ns, &format!("e{i}-{j}"), "g0", 250, &tag);
                 p["spec"]["nodeName"] = json!(node.metadata.name.clone());
                 serde_json::from_value(p).expect("pod")
             })
@@ -167,7 +245,7 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
         } else {
             *rng.pick(&[200, 400, 700, 1200])
         };
-        let count = if seed == 0 { 4 } else { 3 + rng.below(6) };
+        let count = scale * if seed == 0 { 4 } else { 3 + rng.below(6) };
         let mut spec_extra = json!({});
         let tolerate = seed != 0 && rng.chance(30);
         if tolerate {
@@ -219,7 +297,7 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
         let by_namespace_label = anti.is_some() && more.chance(50);
         let mut pods = Vec::new();
         for i in 0..count {
-            let mut p = pod_json(&ns, &format!("{app}-{i}"), &app, cpu, seed);
+            let mut p = pod_json(&ns, &format!("{app}-{i}"), &app, cpu, &tag);
             if let Some(t) = spec_extra.get("tolerations") {
                 p["spec"]["tolerations"] = t.clone();
             }
@@ -248,7 +326,7 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
     groups.sort_by_key(|g| std::cmp::Reverse(g.0));
     let daemonset = (seed != 0 && more.chance(70)).then(|| {
         let mut spec = json!({
-            "nodeSelector": {"e2e-scenario": seed.to_string()},
+            "nodeSelector": {"e2e-scenario": &tag},
             "terminationGracePeriodSeconds": 0,
             "containers": [{"name": "c", "image": "pause", "resources": {"requests": {
                 "cpu": format!("{}m", *more.pick(&[100, 300])), "memory": "128Mi"}}}]
@@ -276,7 +354,7 @@ fn scenario(seed: u64, catalog: &[InstanceType]) -> Scenario {
         }
     }
     Scenario {
-        seed,
+        tag,
         ns,
         provisioners,
         existing,
@@ -377,24 +455,80 @@ fn apply(cp: &ControlPlane, objects: &[Value]) {
     assert!(done.is_ok(), "{last}");
 }
 
-/// Creates a node and writes its capacity and allocatable into its status.
-fn create_node(cp: &ControlPlane, node: &Node) {
-    let mut v = serde_json::to_value(node).expect("node json");
-    let status = v["status"].take();
-    apply(cp, &[v]);
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let patch =
-        json!({"status": {"capacity": status["capacity"], "allocatable": status["allocatable"]}});
-    cp.kubectl_ok(&[
-        "patch",
-        "node",
-        &name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch.to_string(),
-    ])
-    .expect("node status");
+/// Creates nodes, a few at a time, and writes each one's capacity and allocatable into its
+/// status.
+fn create_nodes(cp: &ControlPlane, nodes: &[Node]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let kc = Kubeconfig::read_from(&cp.kubeconfig).expect("kubeconfig");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("config");
+        let api: Api<Node> = Api::all(Client::try_from(config).expect("client"));
+        let results: Vec<Result<(), String>> = futures::stream::iter(nodes.iter().cloned())
+            .map(|mut node| {
+                let api = api.clone();
+                async move {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    let status = node.status.take().unwrap_or_default();
+                    api.create(&PostParams::default(), &node)
+                        .await
+                        .map_err(|e| format!("create node {name}: {e}"))?;
+                    let patch = json!({"status": {"capacity": status.capacity,
+                        "allocatable": status.allocatable}});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(|e| format!("status of node {name}: {e}"))?;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+    });
+    // The node lifecycle controller taints a node not-ready until kwok reports it Ready; a pod
+    // that meets the taint is marked Unschedulable, which would read as kube-scheduler's answer.
+    let names: BTreeSet<String> = nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    cp.eventually(
+        "the new nodes are Ready and untainted by the node lifecycle",
+        Duration::from_secs(60),
+        || {
+            let v = cp.get_json(&["nodes"]).ok()?;
+            let ready = v["items"]
+                .as_array()?
+                .iter()
+                .filter(|n| {
+                    n["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|x| names.contains(x))
+                })
+                .filter(|n| {
+                    let is_ready = n["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                    let lifecycle_taint = n["spec"]["taints"].as_array().is_some_and(|t| {
+                        t.iter().any(|t| {
+                            t["key"]
+                                .as_str()
+                                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+                        })
+                    });
+                    is_ready && !lifecycle_taint
+                })
+                .count();
+            (ready == names.len()).then_some(())
+        },
+    )
+    .expect("nodes ready");
 }
 
 /// Pods of the namespace: name to node (`None` when unbound), once kube-scheduler has
@@ -420,6 +554,65 @@ fn settled(cp: &ControlPlane, ns: &str, expect: usize) -> Option<BTreeMap<String
     Some(out)
 }
 
+/// A scenario, the engine's plan and kube-scheduler's binding, for a failure's report.
+fn describe(s: &Scenario, d: &Decision, bound: &BTreeMap<String, Option<String>>) -> String {
+    let mut out = format!("scenario {}:\n", s.tag);
+    for p in &s.provisioners {
+        let zones: Vec<String> = p
+            .spec
+            .requirements
+            .iter()
+            .filter(|r| r.key == "topology.kubernetes.io/zone")
+            .flat_map(|r| r.values.clone())
+            .collect();
+        out += &format!(
+            "  provisioner {} zones {zones:?} taints {}\n",
+            p.metadata.name.as_deref().unwrap_or_default(),
+            p.spec.taints.len()
+        );
+    }
+    for e in &s.existing {
+        let labels = e.node.metadata.labels.clone().unwrap_or_default();
+        out += &format!(
+            "  existing {} zone {} pods {}\n",
+            e.node.metadata.name.as_deref().unwrap_or_default(),
+            labels
+                .get("topology.kubernetes.io/zone")
+                .map_or("", String::as_str),
+            e.pods.len()
+        );
+    }
+    for g in &s.groups {
+        if let Some(p) = g.first() {
+            let spec = serde_json::to_value(p.spec.clone()).unwrap_or_default();
+            out += &format!(
+                "  group of {} labels {} nodeSelector {} tolerations {} spread {} affinity {}\n",
+                g.len(),
+                json!(p.metadata.labels),
+                spec["nodeSelector"],
+                spec["tolerations"],
+                spec["topologySpreadConstraints"],
+                spec["affinity"]
+            );
+        }
+    }
+    for n in &d.nodes {
+        out += &format!(
+            "  engine: {} {} {:?} pods {}\n",
+            n.provisioner,
+            n.instance_type,
+            n.zones,
+            n.pods.len()
+        );
+    }
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in bound.values().flatten() {
+        *per_node.entry(node).or_default() += 1;
+    }
+    out += &format!("  kube-scheduler bound per node: {per_node:?}\n");
+    out
+}
+
 struct Outcome {
     pods: usize,
     disagreements: Vec<String>,
@@ -443,9 +636,9 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         })
         .collect();
     eprintln!(
-        "seed {}: {} pod(s) to place, {} existing node(s); the engine launches {} node(s), \
+        "scenario {}: {} pod(s) to place, {} existing node(s); the engine launches {} node(s), \
          places {}, leaves {} pending",
-        s.seed,
+        s.tag,
         s.groups.iter().map(Vec::len).sum::<usize>(),
         s.existing.len(),
         d.nodes.len(),
@@ -455,8 +648,14 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
     cp.kubectl_ok(&["create", "namespace", &s.ns])
         .expect("namespace");
     // Existing nodes and their pods, then the nodes the Decision launches.
+    create_nodes(
+        cp,
+        &s.existing
+            .iter()
+            .map(|e| e.node.clone())
+            .collect::<Vec<_>>(),
+    );
     for e in &s.existing {
-        create_node(cp, &e.node);
         // The DaemonSet's pods come from the real DaemonSet controller below.
         let pods: Vec<Value> = e
             .pods
@@ -467,16 +666,22 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         apply(cp, &pods);
     }
     let by_name = |n: &str| catalog.iter().find(|t| t.name == n);
-    for (i, n) in d.nodes.iter().enumerate() {
-        let p = s
-            .provisioners
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(n.provisioner.as_str()))
-            .expect("provisioner of a new node");
-        let t = by_name(&n.instance_type).expect("type in catalog");
-        let zone = n.zones.first().cloned().unwrap_or_default();
-        create_node(cp, &make_node(&format!("s{}-n{i}", s.seed), p, t, &zone));
-    }
+    let launched: Vec<Node> = d
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let p = s
+                .provisioners
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(n.provisioner.as_str()))
+                .expect("provisioner of a new node");
+            let t = by_name(&n.instance_type).expect("type in catalog");
+            let zone = n.zones.first().cloned().unwrap_or_default();
+            make_node(&format!("s{}-n{i}", s.tag), p, t, &zone)
+        })
+        .collect();
+    create_nodes(cp, &launched);
     let mut created = s
         .existing
         .iter()
@@ -487,7 +692,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         // kube-controller-manager's DaemonSet controller creates one pod per node it lands on,
         // and kube-scheduler binds them before any group is created.
         let nodes = cp
-            .get_json(&["nodes", "-l", &format!("e2e-scenario={}", s.seed)])
+            .get_json(&["nodes", "-l", &format!("e2e-scenario={}", s.tag)])
             .expect("nodes");
         let nodes: Vec<Node> = serde_json::from_value(nodes["items"].clone()).expect("nodes");
         created += nodes.iter().filter(|n| lands(ds, n)).count();
@@ -497,13 +702,40 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
             Duration::from_secs(60),
             || settled(cp, &s.ns, created),
         )
-        .unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
+        .unwrap_or_else(|e| panic!("scenario {}: {e}", s.tag));
+    }
+    // Where the engine put each pod: (node, zone).
+    let zone_of = |n: &Node| {
+        n.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("topology.kubernetes.io/zone").cloned())
+            .unwrap_or_default()
+    };
+    let mut planned: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (n, node) in d.nodes.iter().zip(&launched) {
+        for p in &n.pods {
+            if let Some((_, name)) = p.split_once('/') {
+                let node_name = node.metadata.name.clone().unwrap_or_default();
+                planned.insert(name.to_string(), (node_name, zone_of(node)));
+            }
+        }
+    }
+    for e in &d.existing_nodes {
+        let zone = s
+            .existing
+            .iter()
+            .find(|x| x.node.metadata.name.as_deref() == Some(e.node.as_str()))
+            .map(|x| zone_of(&x.node))
+            .unwrap_or_default();
+        for p in &e.pods {
+            if let Some((_, name)) = p.split_once('/') {
+                planned.insert(name.to_string(), (e.node.clone(), zone.clone()));
+            }
+        }
     }
     for g in &s.groups {
-        let pods: Vec<Value> = g
-            .iter()
-            .map(|p| serde_json::to_value(p).expect("pod"))
-            .collect();
+        let pods = plan_order(g, &planned);
         apply(cp, &pods);
         created += g.len();
         cp.eventually(
@@ -511,15 +743,24 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
             Duration::from_secs(60),
             || settled(cp, &s.ns, created),
         )
-        .unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
+        .unwrap_or_else(|e| panic!("scenario {}: {e}", s.tag));
     }
     let first = settled(cp, &s.ns, created).unwrap_or_default();
+    let same = planned
+        .iter()
+        .filter(|(p, (node, _))| first.get(*p).is_some_and(|b| b.as_deref() == Some(node)))
+        .count();
+    eprintln!(
+        "scenario {}: kube-scheduler bound {same} of the {} placed pod(s) where the engine put them",
+        s.tag,
+        planned.len()
+    );
     let mut disagreements = Vec::new();
     for p in &placed {
         if first.get(p).is_some_and(Option::is_none) {
             disagreements.push(format!(
-                "seed {}: the engine placed {p}; kube-scheduler left it pending",
-                s.seed
+                "scenario {}: the engine placed {p}; kube-scheduler left it pending",
+                s.tag
             ));
         }
     }
@@ -528,6 +769,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
     if !pending.is_empty() {
         let largest = by_name("m5.xlarge").expect("m5.xlarge");
         let mut i = 0;
+        let mut extra = Vec::new();
         for p in &s.provisioners {
             let zones: Vec<String> = p
                 .spec
@@ -537,14 +779,15 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
                 .flat_map(|r| r.values.clone())
                 .collect();
             for z in zones {
-                let node = make_node(&format!("s{}-x{i}", s.seed), p, largest, &z);
-                create_node(cp, &node);
+                let node = make_node(&format!("s{}-x{i}", s.tag), p, largest, &z);
                 if s.daemonset.as_ref().is_some_and(|ds| lands(ds, &node)) {
                     created += 1;
                 }
+                extra.push(node);
                 i += 1;
             }
         }
+        create_nodes(cp, &extra);
         // kube-scheduler retries unschedulable pods on node events within its backoff (10 s);
         // the DaemonSet adds a pod to each new node it lands on.
         std::thread::sleep(Duration::from_secs(12));
@@ -554,15 +797,18 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
                 Duration::from_secs(60),
                 || settled(cp, &s.ns, created),
             )
-            .unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
+            .unwrap_or_else(|e| panic!("scenario {}: {e}", s.tag));
         for (p, why) in &pending {
             if let Some(Some(node)) = after.get(p) {
                 disagreements.push(format!(
-                    "seed {}: the engine left {p} pending ({why}); kube-scheduler bound it to {node}",
-                    s.seed
+                    "scenario {}: the engine left {p} pending ({why}); kube-scheduler bound it to {node}",
+                    s.tag
                 ));
             }
         }
+    }
+    if !disagreements.is_empty() {
+        eprintln!("{}", describe(s, &d, &first));
     }
     // Clean up: the next scenario must not see these nodes as topology domains.
     let _ = cp.kubectl(&["delete", "namespace", &s.ns, "--wait=false"]);
@@ -570,7 +816,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         "delete",
         "nodes",
         "-l",
-        &format!("e2e-scenario={}", s.seed),
+        &format!("e2e-scenario={}", s.tag),
         "--wait=true",
     ]);
     Outcome {
@@ -585,8 +831,13 @@ fn the_engine_agrees_with_kube_scheduler_on_seeded_scenarios() {
     let catalog = builtin_us_east_1(&AwsCatalogOptions::default()).expect("catalog");
     // The controller-manager creates each namespace's default ServiceAccount, which admission
     // wants before it accepts a pod.
-    let cp = ControlPlane::start(Options::default().controller_manager().scheduler().kwok())
-        .expect("control plane");
+    let cp = ControlPlane::start(
+        Options::default()
+            .controller_manager()
+            .scheduler_profiles(PLAN_CHECK)
+            .kwok(),
+    )
+    .expect("control plane");
     let changing = std::env::var("KARPENTER_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -599,8 +850,15 @@ fn the_engine_agrees_with_kube_scheduler_on_seeded_scenarios() {
     eprintln!("changing seed this run: {changing} (replay with KARPENTER_DIFF_SEED={changing})");
     let mut pods = 0;
     let mut disagreements = Vec::new();
-    for seed in FIXED_SEEDS.iter().copied().chain([changing]) {
-        let s = scenario(seed, &catalog);
+    let runs = FIXED_SEEDS
+        .iter()
+        .map(|&seed| (seed, 1))
+        .chain(LARGE_SEEDS.iter().map(|&seed| (seed, LARGE)))
+        .chain([(changing, 1), (changing, LARGE)]);
+    let mut scenarios = 0;
+    for (seed, scale) in runs {
+        scenarios += 1;
+        let s = scenario(seed, scale, &catalog);
         let o = run_scenario(&cp, &s, &catalog);
         pods += o.pods;
         disagreements.extend(o.disagreements);
@@ -608,7 +866,7 @@ fn the_engine_agrees_with_kube_scheduler_on_seeded_scenarios() {
     let rate = 100.0 * (pods - disagreements.len()) as f64 / pods.max(1) as f64;
     eprintln!(
         "engine vs kube-scheduler: {pods} pods over {} scenarios, agreement {rate:.1} %",
-        FIXED_SEEDS.len() + 1
+        scenarios
     );
     assert!(
         disagreements.is_empty(),
@@ -621,7 +879,7 @@ fn the_engine_agrees_with_kube_scheduler_on_seeded_scenarios() {
 fn seed_zero_is_the_reported_case_and_the_engine_places_every_pod() {
     // Spread pods that cannot use the tainted provisioner (zones b and d) must land in a and c.
     let catalog = builtin_us_east_1(&AwsCatalogOptions::default()).expect("catalog");
-    let s = scenario(0, &catalog);
+    let s = scenario(0, 1, &catalog);
     let d = solve(&s, &catalog);
     assert!(d.unschedulable.is_empty(), "{:?}", d.unschedulable);
     let zones: BTreeSet<&str> = d

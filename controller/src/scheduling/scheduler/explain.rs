@@ -226,6 +226,12 @@ impl State {
                         .iter()
                         .map(|d| format!("{d}={}", g.count(d)))
                         .collect();
+                    for (possible, bound) in self.planned_spread_domains(ctx, *gi, &domains) {
+                        counts.push(format!(
+                            "(a new node of this round in {}: {bound})",
+                            possible.join("|")
+                        ));
+                    }
                     if let Some(m) = g.term.min_domains.filter(|m| (domains.len() as u32) < *m) {
                         counts.push(format!(
                             "({} domain(s), fewer than minDomains {m}: global minimum 0)",

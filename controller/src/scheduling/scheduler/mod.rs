@@ -141,12 +141,23 @@ impl Scheduler {
         let ctx = Ctx::build(&self.input, &infos, &known)?;
         let mut state = State::new(&ctx)?;
         state.run(&ctx, &infos);
+        // A node planned late (for other pods) can become a spread domain that pods placed
+        // earlier did not see; kube-scheduler sees every node at once. Pack once more with
+        // the first pass's nodes known as domains from the start.
+        if let Some(future) = state.future_domains(&ctx) {
+            state = State::new(&ctx)?;
+            state.future = future;
+            state.run(&ctx, &infos);
+        }
         if ctx.options.improve {
             state.improve(&ctx, &infos);
         }
         Ok(state.decision(&ctx, &infos))
     }
 }
+
+/// A sorted list of topology domains, shared.
+type Domains = Rc<Vec<String>>;
 
 /// Which of a provisioner's instance types (by position) a pod class is compatible with.
 type Compat = Rc<Vec<bool>>;
@@ -318,6 +329,11 @@ struct State {
     new_count: usize,
     /// Spread domains per (pod shape, term, relaxation) hash.
     domain_cache: RefCell<HashMap<u64, Rc<Vec<String>>>>,
+    /// The domains each provisioner's nodes could land in, per (provisioner, key).
+    prov_domain_cache: RefCell<HashMap<(usize, String), Domains>>,
+    /// Per group: the possible domains of each new node an earlier pass planned (see
+    /// [`State::future_domains`]), counted as domains from the start of this pass.
+    future: Vec<Vec<Vec<String>>>,
 }
 
 fn dense(list: &ResourceList, index: &HashMap<String, usize>, n: usize) -> Res {

@@ -28,6 +28,8 @@ impl State {
             relaxed: Vec::new(),
             new_count: 0,
             domain_cache: RefCell::new(HashMap::new()),
+            prov_domain_cache: RefCell::new(HashMap::new()),
+            future: Vec::new(),
         })
     }
 
@@ -650,13 +652,177 @@ impl State {
     ) -> u32 {
         let domains = self.spread_domains(ctx, info, class, eff, gi);
         let g = &self.groups[gi];
+        let mut min = domains.iter().map(|d| g.count(d)).min();
+        let planned = self.planned_spread_domains(ctx, gi, &domains);
+        for (_, bound) in &planned {
+            min = Some(min.map_or(*bound, |m| m.min(*bound)));
+        }
+        let added: BTreeSet<&String> = planned
+            .iter()
+            .filter_map(|(p, _)| match p.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+            .collect();
         if g.term
             .min_domains
-            .is_some_and(|m| (domains.len() as u32) < m)
+            .is_some_and(|m| ((domains.len() + added.len()) as u32) < m)
         {
             return 0;
         }
-        domains.iter().map(|d| g.count(d)).min().unwrap_or(0)
+        min.unwrap_or(0)
+    }
+
+    /// New nodes of this round are domains too once launched, when they pass the term's
+    /// node-inclusion policy, even if the pod could never use them (a tainted provisioner's
+    /// node under the default `nodeTaintsPolicy: Ignore`). For each such node outside `base`:
+    /// the domains it may land in, and the largest count there (a bound on the minimum).
+    pub(super) fn planned_spread_domains(
+        &self,
+        ctx: &Ctx<'_>,
+        gi: usize,
+        base: &[String],
+    ) -> Vec<(Vec<String>, u32)> {
+        let g = &self.groups[gi];
+        let outside = |v: &String| base.binary_search(v).is_err();
+        let mut out: Vec<(Vec<String>, u32)> = self
+            .future
+            .get(gi)
+            .into_iter()
+            .flatten()
+            .filter(|possible| possible.iter().any(outside))
+            .map(|possible| {
+                let bound = possible.iter().map(|v| g.count(v)).max().unwrap_or(0);
+                (possible.clone(), bound)
+            })
+            .collect();
+        let foreign: Vec<usize> = (0..ctx.provs.len())
+            .filter(|&pi| self.prov_domains(ctx, pi, &g.term.key).iter().any(outside))
+            .collect();
+        if foreign.is_empty() {
+            return out;
+        }
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.existing.is_none() && !n.pods.is_empty() && foreign.contains(&n.prov))
+        {
+            let possible = Self::possible_domains(ctx, node, &g.term.key);
+            if possible.is_empty() || !possible.iter().any(outside) {
+                continue;
+            }
+            if let Some(inc) = &g.term.counted_nodes {
+                if !inc.includes(&Self::planned_labels(ctx, node), &node.taints) {
+                    continue;
+                }
+            }
+            let bound = possible.iter().map(|v| g.count(v)).max().unwrap_or(0);
+            out.push((possible, bound));
+        }
+        out
+    }
+
+    /// After a pass: when a new node that a zone (or other non-hostname) spread counts could
+    /// lower that spread's global minimum below what its placed pods allow, the possible
+    /// domains of every counted new node, per group, for the next pass; else `None`.
+    pub(super) fn future_domains(&self, ctx: &Ctx<'_>) -> Option<Vec<Vec<Vec<String>>>> {
+        let mut out = vec![Vec::new(); self.groups.len()];
+        let mut violated = false;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let TermKind::Spread { max_skew } = g.term.kind else {
+                continue;
+            };
+            if g.inverse || g.term.key == labels::HOSTNAME || g.total == 0 {
+                continue;
+            }
+            let highest = g.counts.values().copied().max().unwrap_or(0);
+            for node in self
+                .nodes
+                .iter()
+                .filter(|n| n.existing.is_none() && !n.pods.is_empty())
+            {
+                if let Some(inc) = &g.term.counted_nodes {
+                    if !inc.includes(&Self::planned_labels(ctx, node), &node.taints) {
+                        continue;
+                    }
+                }
+                let possible = Self::possible_domains(ctx, node, &g.term.key);
+                if possible.is_empty() {
+                    continue;
+                }
+                let bound = possible.iter().map(|v| g.count(v)).max().unwrap_or(0);
+                if highest > bound + max_skew {
+                    violated = true;
+                }
+                out[gi].push(possible);
+            }
+            out[gi].sort();
+            out[gi].dedup();
+        }
+        violated.then_some(out)
+    }
+
+    /// Every domain a provisioner's nodes could land in for a key (cached per provisioner).
+    fn prov_domains(&self, ctx: &Ctx<'_>, pi: usize, key: &str) -> Rc<Vec<String>> {
+        if let Some(v) = self.prov_domain_cache.borrow().get(&(pi, key.to_string())) {
+            return v.clone();
+        }
+        let prov = &ctx.provs[pi];
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for &t in &prov.types {
+            out.extend(Self::type_domains(&ctx.types[t], &prov.reqs, key));
+        }
+        let v = Rc::new(out.into_iter().collect::<Vec<_>>());
+        self.prov_domain_cache
+            .borrow_mut()
+            .insert((pi, key.to_string()), v.clone());
+        v
+    }
+
+    /// The domains of a key that an instance type offers under requirements.
+    fn type_domains(it: &InstanceType, reqs: &Requirements, key: &str) -> Vec<String> {
+        if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+            return it
+                .offerings
+                .iter()
+                .filter(|o| {
+                    o.available && crate::scheduling::instance_type::offering_allowed(o, reqs)
+                })
+                .map(|o| {
+                    if key == labels::ZONE {
+                        o.zone.clone()
+                    } else {
+                        o.capacity_type.clone()
+                    }
+                })
+                .collect();
+        }
+        match it.labels.get(key) {
+            Some(v) => reqs.allows(key, v).then(|| v.clone()).into_iter().collect(),
+            None => reqs
+                .get(key)
+                .filter(|s| !s.complement)
+                .map(|s| s.values.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The domains a new node may still land in for a key: its own when settled, else those
+    /// its remaining instance-type options offer under its requirements (sorted, distinct).
+    fn possible_domains(ctx: &Ctx<'_>, node: &NodeState, key: &str) -> Vec<String> {
+        if let Some(d) = Self::domain_of(node, &node.reqs, key) {
+            return vec![d];
+        }
+        let prov = &ctx.provs[node.prov];
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for &o in &node.options {
+            out.extend(Self::type_domains(
+                &ctx.types[prov.types[o]],
+                &node.reqs,
+                key,
+            ));
+        }
+        out.into_iter().collect()
     }
 
     pub(super) fn commit(
