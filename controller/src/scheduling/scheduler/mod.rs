@@ -159,6 +159,9 @@ impl Scheduler {
 /// A sorted list of topology domains, shared.
 type Domains = Rc<Vec<String>>;
 
+/// Provisioner indices, shared.
+type Provs = Rc<Vec<usize>>;
+
 /// Which of a provisioner's instance types (by position) a pod class is compatible with.
 type Compat = Rc<Vec<bool>>;
 
@@ -334,6 +337,10 @@ struct State {
     /// Per group: the possible domains of each new node an earlier pass planned (see
     /// [`State::future_domains`]), counted as domains from the start of this pass.
     future: Vec<Vec<Vec<String>>>,
+    /// Per group: every domain a pod with the term saw as a domain this pass.
+    seen: RefCell<HashMap<usize, BTreeSet<String>>>,
+    /// Per (cached domain list, group): the provisioners whose nodes may land outside it.
+    foreign_cache: RefCell<HashMap<(usize, usize), Provs>>,
 }
 
 fn dense(list: &ResourceList, index: &HashMap<String, usize>, n: usize) -> Res {

@@ -30,6 +30,8 @@ impl State {
             domain_cache: RefCell::new(HashMap::new()),
             prov_domain_cache: RefCell::new(HashMap::new()),
             future: Vec::new(),
+            seen: RefCell::new(HashMap::new()),
+            foreign_cache: RefCell::new(HashMap::new()),
         })
     }
 
@@ -635,6 +637,11 @@ impl State {
             }
             out.insert(d.clone());
         }
+        self.seen
+            .borrow_mut()
+            .entry(gi)
+            .or_default()
+            .extend(out.iter().cloned());
         let v = Rc::new(out.into_iter().collect::<Vec<_>>());
         self.domain_cache.borrow_mut().insert(id, v.clone());
         v
@@ -696,9 +703,22 @@ impl State {
                 (possible.clone(), bound)
             })
             .collect();
-        let foreign: Vec<usize> = (0..ctx.provs.len())
-            .filter(|&pi| self.prov_domains(ctx, pi, &g.term.key).iter().any(outside))
-            .collect();
+        // Which provisioners' nodes may land outside `base`: cached per (base, group), as
+        // `base` lives in the domain cache for the whole pass.
+        let cache_key = (base.as_ptr() as usize, gi);
+        let cached = self.foreign_cache.borrow().get(&cache_key).cloned();
+        let foreign = match cached {
+            Some(f) => f,
+            None => {
+                let f: Provs = Rc::new(
+                    (0..ctx.provs.len())
+                        .filter(|&pi| self.prov_domains(ctx, pi, &g.term.key).iter().any(outside))
+                        .collect(),
+                );
+                self.foreign_cache.borrow_mut().insert(cache_key, f.clone());
+                f
+            }
+        };
         if foreign.is_empty() {
             return out;
         }
@@ -728,27 +748,44 @@ impl State {
     pub(super) fn future_domains(&self, ctx: &Ctx<'_>) -> Option<Vec<Vec<Vec<String>>>> {
         let mut out = vec![Vec::new(); self.groups.len()];
         let mut violated = false;
+        let seen = self.seen.borrow();
         for (gi, g) in self.groups.iter().enumerate() {
+            // Only groups whose pods ran the spread check, and only nodes that may land
+            // outside every domain those pods saw.
+            let Some(known) = seen.get(&gi) else {
+                continue;
+            };
             let TermKind::Spread { max_skew } = g.term.kind else {
                 continue;
             };
             if g.inverse || g.term.key == labels::HOSTNAME || g.total == 0 {
                 continue;
             }
+            // Provisioners whose nodes may land outside what the pods saw.
+            let foreign: Vec<usize> = (0..ctx.provs.len())
+                .filter(|&pi| {
+                    self.prov_domains(ctx, pi, &g.term.key)
+                        .iter()
+                        .any(|v| !known.contains(v))
+                })
+                .collect();
+            if foreign.is_empty() {
+                continue;
+            }
             let highest = g.counts.values().copied().max().unwrap_or(0);
             for node in self
                 .nodes
                 .iter()
-                .filter(|n| n.existing.is_none() && !n.pods.is_empty())
+                .filter(|n| n.existing.is_none() && !n.pods.is_empty() && foreign.contains(&n.prov))
             {
+                let possible = Self::possible_domains(ctx, node, &g.term.key);
+                if !possible.iter().any(|v| !known.contains(v)) {
+                    continue;
+                }
                 if let Some(inc) = &g.term.counted_nodes {
                     if !inc.includes(&Self::planned_labels(ctx, node), &node.taints) {
                         continue;
                     }
-                }
-                let possible = Self::possible_domains(ctx, node, &g.term.key);
-                if possible.is_empty() {
-                    continue;
                 }
                 let bound = possible.iter().map(|v| g.count(v)).max().unwrap_or(0);
                 if highest > bound + max_skew {
