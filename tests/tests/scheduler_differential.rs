@@ -554,17 +554,21 @@ fn settled(cp: &ControlPlane, ns: &str, expect: usize) -> Option<BTreeMap<String
     Some(out)
 }
 
+/// The zones a Provisioner's requirements allow.
+fn provisioner_zones(p: &Provisioner) -> Vec<String> {
+    p.spec
+        .requirements
+        .iter()
+        .filter(|r| r.key == "topology.kubernetes.io/zone")
+        .flat_map(|r| r.values.clone())
+        .collect()
+}
+
 /// A scenario, the engine's plan and kube-scheduler's binding, for a failure's report.
 fn describe(s: &Scenario, d: &Decision, bound: &BTreeMap<String, Option<String>>) -> String {
     let mut out = format!("scenario {}:\n", s.tag);
     for p in &s.provisioners {
-        let zones: Vec<String> = p
-            .spec
-            .requirements
-            .iter()
-            .filter(|r| r.key == "topology.kubernetes.io/zone")
-            .flat_map(|r| r.values.clone())
-            .collect();
+        let zones = provisioner_zones(p);
         out += &format!(
             "  provisioner {} zones {zones:?} taints {}\n",
             p.metadata.name.as_deref().unwrap_or_default(),
@@ -771,14 +775,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         let mut i = 0;
         let mut extra = Vec::new();
         for p in &s.provisioners {
-            let zones: Vec<String> = p
-                .spec
-                .requirements
-                .iter()
-                .filter(|r| r.key == "topology.kubernetes.io/zone")
-                .flat_map(|r| r.values.clone())
-                .collect();
-            for z in zones {
+            for z in provisioner_zones(p) {
                 let node = make_node(&format!("s{}-x{i}", s.tag), p, largest, &z);
                 if s.daemonset.as_ref().is_some_and(|ds| lands(ds, &node)) {
                     created += 1;
