@@ -5,6 +5,8 @@
 //! without leaking or duplicating an instance, and terminates the instances once the nodes are
 //! empty past the TTL. Of two replicas under leader election only the Lease holder launches,
 //! and after the holder is killed with `kill -9` the other takes over once the Lease expires.
+//! A drain held by a PodDisruptionBudget survives `kill -9`: the node and its instance stay
+//! until the PDB is relaxed, then the instance is terminated and the Node removed.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -314,5 +316,105 @@ fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over_after_kill_
         log("replica-b").contains("Launched instance"),
         "{}",
         log("replica-b")
+    );
+}
+
+#[test]
+fn a_drain_held_by_a_pdb_survives_kill_9_and_terminates_the_instance_once_relaxed() {
+    let (cp, endpoint) = setup();
+    start_controller(&cp, "karpenter-controller", &endpoint);
+    cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "3"])
+        .expect("scale");
+    cp.eventually("3 inflate pods Running", Duration::from_secs(120), || {
+        all_running(&cp, 3)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    instances_match_nodes(&cp, &endpoint);
+    // A PDB that allows no disruption, once kube-controller-manager has computed it.
+    cp.kubectl_ok(&[
+        "create",
+        "poddisruptionbudget",
+        "inflate",
+        "--selector=app=inflate",
+        "--max-unavailable=0",
+    ])
+    .expect("pdb");
+    cp.eventually("the PDB is computed", Duration::from_secs(60), || {
+        let pdb = cp.get_json(&["pdb", "inflate"]).ok()?;
+        (pdb["status"]["expectedPods"] == 3).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    // Delete a node that holds a pod: the finalizer cordons it and the PDB holds the drain.
+    let pods = cp.get_json(&["pods", "-l", "app=inflate"]).expect("pods");
+    let node = pods["items"][0]["spec"]["nodeName"]
+        .as_str()
+        .expect("a bound pod")
+        .to_string();
+    let node_json = cp.get_json(&["node", &node]).expect("node");
+    let instance = node_json["spec"]["providerID"]
+        .as_str()
+        .and_then(|p| p.rsplit('/').next())
+        .expect("providerID")
+        .to_string();
+    cp.kubectl_ok(&["delete", "node", &node, "--wait=false"])
+        .expect("delete node");
+    cp.eventually(
+        "the node cordoned and its drain reported blocked",
+        Duration::from_secs(60),
+        || {
+            let n = cp.get_json(&["node", &node]).ok()?;
+            let blocked = n["metadata"]["annotations"]["karpenter.sh/drain-blocked"].as_str()?;
+            (n["spec"]["unschedulable"] == true && blocked.contains("inflate")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+
+    // kill -9 in the middle of the drain; a new process picks the finalizer up.
+    cp.kill9_component("karpenter-controller");
+    start_controller(&cp, "karpenter-controller-restarted", &endpoint);
+    std::thread::sleep(Duration::from_secs(5));
+    let n = cp
+        .get_json(&["node", &node])
+        .expect("the node is still held");
+    assert!(n["metadata"]["deletionTimestamp"].is_string(), "{n}");
+    let live: BTreeSet<String> = live_instances(&endpoint)
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        live.contains(&instance),
+        "the instance went before its pods: {live:?}"
+    );
+
+    // Relax the PDB: the pods are evicted, the instance terminated, the Node gone, and the
+    // evicted pods run again on other nodes.
+    cp.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "inflate",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxUnavailable":1}}"#,
+    ])
+    .expect("relax pdb");
+    cp.eventually(
+        "the node drained and gone",
+        Duration::from_secs(120),
+        || {
+            let out = cp.kubectl(&["get", "node", &node]).ok()?;
+            (!out.status.success()).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    cp.eventually(
+        "3 inflate pods Running on the other nodes",
+        Duration::from_secs(120),
+        || all_running(&cp, 3),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    let ids = instances_match_nodes(&cp, &endpoint);
+    assert!(
+        !ids.contains(&instance),
+        "{instance} still running: {ids:?}"
     );
 }
