@@ -202,6 +202,24 @@ fn instances_match_nodes(cp: &ControlPlane, endpoint: &str) -> BTreeSet<String> 
     .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)))
 }
 
+/// Scales `inflate` and waits until that many pods run.
+fn scale_until_running(cp: &ControlPlane, n: usize) {
+    cp.kubectl_ok(&[
+        "scale",
+        "deployment",
+        "inflate",
+        "--replicas",
+        &n.to_string(),
+    ])
+    .expect("scale");
+    cp.eventually(
+        &format!("{n} inflate pods Running"),
+        Duration::from_secs(120),
+        || all_running(cp, n),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+}
+
 fn lease_holder(cp: &ControlPlane) -> Option<String> {
     let lease = cp
         .get_json(&["lease", "karpenter-leader-election", "-n", "karpenter"])
@@ -213,12 +231,7 @@ fn lease_holder(cp: &ControlPlane) -> Option<String> {
 fn the_walkthrough_on_moto_survives_kill_9_and_leaks_no_instance() {
     let (cp, endpoint) = setup();
     start_controller(&cp, "karpenter-controller", &endpoint);
-    cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "3"])
-        .expect("scale");
-    cp.eventually("3 inflate pods Running", Duration::from_secs(120), || {
-        all_running(&cp, 3)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    scale_until_running(&cp, 3);
 
     // Instances in moto carry our tags, and each Node points at one of them.
     let instances = live_instances(&endpoint);
@@ -323,12 +336,7 @@ fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over_after_kill_
 fn a_drain_held_by_a_pdb_survives_kill_9_and_terminates_the_instance_once_relaxed() {
     let (cp, endpoint) = setup();
     start_controller(&cp, "karpenter-controller", &endpoint);
-    cp.kubectl_ok(&["scale", "deployment", "inflate", "--replicas", "3"])
-        .expect("scale");
-    cp.eventually("3 inflate pods Running", Duration::from_secs(120), || {
-        all_running(&cp, 3)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(80)));
+    scale_until_running(&cp, 3);
     instances_match_nodes(&cp, &endpoint);
     // A PDB that allows no disruption, once kube-controller-manager has computed it.
     cp.kubectl_ok(&[
