@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use karpenter::api::provisioner::ProviderRef;
 use karpenter::api::{default_provisioner, Provisioner, ProvisionerSpec};
 use karpenter::cloud::instance_types::AwsCatalogOptions;
 use karpenter::cloud::provider::CloudProvider;
@@ -68,11 +69,72 @@ fn pod(i: usize) -> Pod {
     }
 }
 
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn node(i: usize) -> k8s_openapi::api::core::v1::Node {
+    let zone = ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3];
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("node-{i}"), "labels": {
+            "kubernetes.io/hostname": format!("node-{i}"),
+            "topology.kubernetes.io/zone": zone,
+            "node.kubernetes.io/instance-type": "m5.2xlarge",
+            "karpenter.sh/capacity-type": "on-demand",
+            "karpenter.sh/provisioner-name": "default",
+            "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux"},
+            "finalizers": ["karpenter.sh/termination"]},
+        "spec": {"providerID": format!("aws:///{zone}/i-{i:017x}")},
+        "status": {"allocatable": {"cpu": "7910m", "memory": "29Gi", "pods": "58"},
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "58"},
+            "conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .expect("node")
+}
+
+/// Resident memory of the cluster index holding 10,000 bound pods on 1,000 nodes, measured
+/// first, before anything else has grown the heap.
+fn index_memory() {
+    let before = rss_mb();
+    let mut c = Cluster::new();
+    for i in 0..1_000 {
+        c.apply(Resource::Node(Box::new(node(i))));
+    }
+    for i in 0..10_000 {
+        let mut p = pod(i);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.node_name = Some(format!("node-{}", i % 1_000));
+        }
+        p.status = None;
+        c.apply(Resource::Pod(Box::new(p)));
+    }
+    let after = rss_mb();
+    if let (Some(b), Some(a)) = (before, after) {
+        println!(
+            "cluster index with 10,000 pods on 1,000 nodes: {:.0} MB resident ({:.0} MB before it was filled)",
+            a - b,
+            b
+        );
+    }
+    drop(c);
+}
+
 fn main() {
+    index_memory();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let mut spec = ProvisionerSpec::default();
+    // A valid Provisioner names its node template: an invalid one launches nothing.
+    let mut spec = ProvisionerSpec {
+        provider_ref: Some(ProviderRef {
+            name: "default".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     default_provisioner(&mut spec);
     let provisioner = Provisioner::new("default", spec);
     let mut rounds = Vec::new();
