@@ -562,15 +562,18 @@ impl ControlPlane {
             let mut args = cp.component_args("system:kube-scheduler")?;
             if let Some(profiles) = &options.scheduler_profiles {
                 // With --config, the file holds the client connection and leader election.
-                let kc = cp.component_kubeconfig("system:kube-scheduler", &[])?;
+                let kc = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("--kubeconfig="))
+                    .unwrap_or_default()
+                    .to_string();
                 args.retain(|a| {
                     !a.starts_with("--kubeconfig=") && !a.starts_with("--leader-elect")
                 });
                 let mut config = format!(
                     "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
-                     clientConnection:\n  kubeconfig: {}\nleaderElection:\n  leaderElect: false\n\
-                     profiles:\n- schedulerName: default-scheduler\n",
-                    kc.display()
+                     clientConnection:\n  kubeconfig: {kc}\nleaderElection:\n  leaderElect: false\n\
+                     profiles:\n- schedulerName: default-scheduler\n"
                 );
                 config.push_str(profiles);
                 let file = cp.dir.join("kube-scheduler-config.yaml");

@@ -589,35 +589,8 @@ impl State {
             let combined = prov.reqs.intersection(&eff.reqs);
             for &t in &prov.types {
                 let it: &InstanceType = &ctx.types[t];
-                if !it.compatible(&combined) {
-                    continue;
-                }
-                if key == labels::ZONE || key == labels::CAPACITY_TYPE {
-                    for o in &it.offerings {
-                        if o.available
-                            && crate::scheduling::instance_type::offering_allowed(o, &combined)
-                        {
-                            let d = if key == labels::ZONE {
-                                &o.zone
-                            } else {
-                                &o.capacity_type
-                            };
-                            out.insert(d.clone());
-                        }
-                    }
-                    continue;
-                }
-                match it.labels.get(key) {
-                    Some(v) => {
-                        if combined.allows(key, v) {
-                            out.insert(v.clone());
-                        }
-                    }
-                    None => {
-                        if let Some(set) = combined.get(key).filter(|s| !s.complement) {
-                            out.extend(set.values.iter().cloned());
-                        }
-                    }
+                if it.compatible(&combined) {
+                    out.extend(Self::type_domains(it, &combined, key));
                 }
             }
         }
@@ -719,16 +692,32 @@ impl State {
                 f
             }
         };
-        if foreign.is_empty() {
-            return out;
+        out.extend(self.counted_new_nodes(ctx, gi, &foreign, outside));
+        out
+    }
+
+    /// The new nodes (with pods) of `provs` that group `gi`'s term counts and that may land
+    /// in a domain `outside` accepts: each one's possible domains, and the largest count among
+    /// them (a bound on the global minimum once the node exists).
+    fn counted_new_nodes(
+        &self,
+        ctx: &Ctx<'_>,
+        gi: usize,
+        provs: &[usize],
+        outside: impl Fn(&String) -> bool,
+    ) -> Vec<(Vec<String>, u32)> {
+        let g = &self.groups[gi];
+        if provs.is_empty() {
+            return Vec::new();
         }
+        let mut out = Vec::new();
         for node in self
             .nodes
             .iter()
-            .filter(|n| n.existing.is_none() && !n.pods.is_empty() && foreign.contains(&n.prov))
+            .filter(|n| n.existing.is_none() && !n.pods.is_empty() && provs.contains(&n.prov))
         {
             let possible = Self::possible_domains(ctx, node, &g.term.key);
-            if possible.is_empty() || !possible.iter().any(outside) {
+            if !possible.iter().any(&outside) {
                 continue;
             }
             if let Some(inc) = &g.term.counted_nodes {
@@ -769,25 +758,10 @@ impl State {
                         .any(|v| !known.contains(v))
                 })
                 .collect();
-            if foreign.is_empty() {
-                continue;
-            }
             let highest = g.counts.values().copied().max().unwrap_or(0);
-            for node in self
-                .nodes
-                .iter()
-                .filter(|n| n.existing.is_none() && !n.pods.is_empty() && foreign.contains(&n.prov))
+            for (possible, bound) in
+                self.counted_new_nodes(ctx, gi, &foreign, |v| !known.contains(v))
             {
-                let possible = Self::possible_domains(ctx, node, &g.term.key);
-                if !possible.iter().any(|v| !known.contains(v)) {
-                    continue;
-                }
-                if let Some(inc) = &g.term.counted_nodes {
-                    if !inc.includes(&Self::planned_labels(ctx, node), &node.taints) {
-                        continue;
-                    }
-                }
-                let bound = possible.iter().map(|v| g.count(v)).max().unwrap_or(0);
                 if highest > bound + max_skew {
                     violated = true;
                 }
