@@ -551,6 +551,10 @@ impl ControlPlane {
                 format!("--root-ca-file={}", p("ca.crt").display()),
                 s("--use-service-account-credentials=true"),
                 s("--concurrent-deployment-syncs=5"),
+                // Client-side rate limits sized for tests that create a few hundred nodes at
+                // once: the node lifecycle controller patches each one's taints.
+                s("--kube-api-qps=200"),
+                s("--kube-api-burst=400"),
             ]);
             cp.spawn(
                 "kube-controller-manager",

@@ -497,38 +497,59 @@ fn create_nodes(cp: &ControlPlane, nodes: &[Node]) {
         .iter()
         .filter_map(|n| n.metadata.name.clone())
         .collect();
-    cp.eventually(
-        "the new nodes are Ready and untainted by the node lifecycle",
-        Duration::from_secs(60),
-        || {
-            let v = cp.get_json(&["nodes"]).ok()?;
-            let ready = v["items"]
-                .as_array()?
-                .iter()
-                .filter(|n| {
-                    n["metadata"]["name"]
-                        .as_str()
-                        .is_some_and(|x| names.contains(x))
-                })
-                .filter(|n| {
-                    let is_ready = n["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    });
-                    let lifecycle_taint = n["spec"]["taints"].as_array().is_some_and(|t| {
-                        t.iter().any(|t| {
-                            t["key"]
+    // A few hundred kwok nodes take a while on two busy cores: the wait grows with the count,
+    // polls once a second (each poll lists every node) and reports how far it got.
+    let timeout = Duration::from_secs(60) + Duration::from_millis(400) * names.len() as u32;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut ready = 0;
+    loop {
+        if let Ok(v) = cp.get_json(&["nodes"]) {
+            ready = v["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|n| {
+                            n["metadata"]["name"]
                                 .as_str()
-                                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+                                .is_some_and(|x| names.contains(x))
                         })
-                    });
-                    is_ready && !lifecycle_taint
+                        .filter(|n| node_usable(n))
+                        .count()
                 })
-                .count();
-            (ready == names.len()).then_some(())
-        },
-    )
-    .expect("nodes ready");
+                .unwrap_or(0);
+        }
+        if ready == names.len() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {timeout:?}, {ready} of {} new node(s) are Ready and free of node.kubernetes.io taints",
+            names.len()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// How long kube-scheduler may take to answer `pods` pods: a minute, and more for large scenarios.
+fn settle_timeout(pods: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(100) * pods as u32
+}
+
+/// Ready, and no longer tainted by the node lifecycle controller.
+fn node_usable(n: &Value) -> bool {
+    let is_ready = n["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    let lifecycle_taint = n["spec"]["taints"].as_array().is_some_and(|t| {
+        t.iter().any(|t| {
+            t["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+        })
+    });
+    is_ready && !lifecycle_taint
 }
 
 /// Pods of the namespace: name to node (`None` when unbound), once kube-scheduler has
@@ -703,7 +724,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         apply(cp, &[serde_json::to_value(ds).expect("daemonset")]);
         cp.eventually(
             "the DaemonSet's pods are bound",
-            Duration::from_secs(60),
+            settle_timeout(created),
             || settled(cp, &s.ns, created),
         )
         .unwrap_or_else(|e| panic!("scenario {}: {e}", s.tag));
@@ -744,7 +765,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         created += g.len();
         cp.eventually(
             "kube-scheduler answers every pod",
-            Duration::from_secs(60),
+            settle_timeout(created),
             || settled(cp, &s.ns, created),
         )
         .unwrap_or_else(|e| panic!("scenario {}: {e}", s.tag));
@@ -791,7 +812,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
         let after = cp
             .eventually(
                 "kube-scheduler answers every pod",
-                Duration::from_secs(60),
+                settle_timeout(created),
                 || settled(cp, &s.ns, created),
             )
             .unwrap_or_else(|e| panic!("scenario {}: {e}", s.tag));
