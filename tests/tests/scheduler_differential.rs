@@ -48,8 +48,11 @@ const LARGE_SEEDS: [u64; 3] = [5, 2026, 987_654];
 const LARGE: u64 = 30;
 
 /// A kube-scheduler profile that runs every filter but scores only by node affinity, so a
-/// pod's preference for the node the engine chose decides among the nodes that pass.
+/// pod's preference for the node the engine chose decides among the nodes that pass. Every
+/// feasible node is scored: by default kube-scheduler stops looking after a share of a large
+/// cluster's nodes (about half of 300), and the preferred node may not be among them.
 const PLAN_CHECK: &str = "- schedulerName: plan-check
+  percentageOfNodesToScore: 100
   plugins:
     score:
       disabled:
