@@ -241,8 +241,10 @@ pub struct Consolidation {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionerStatus {
-    /// Resources currently launched by this provisioner.
+    /// Resources currently launched by this provisioner. Atomic for server-side apply: the
+    /// controller writes the whole map, so a resource no node holds any more is removed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-map-type" = "atomic"))]
     pub resources: BTreeMap<String, Quantity>,
     /// Conditions (Ready, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -5,8 +5,10 @@
 //! create, `bind_pod` to the `pods/binding` subresource, `annotate_node` to a merge patch,
 //! `cordon` to a patch of `spec.unschedulable`, `evict` to the `pods/eviction` subresource
 //! (429 becomes [`Eviction::Blocked`]), `delete_node` to a delete (the finalizer holds it),
-//! `remove_finalizer` to a JSON patch that tests the list first, `set_provisioner_resources`
-//! to the Provisioner's status subresource, and `event` to an `events.k8s.io/v1` Event.
+//! `remove_finalizer` to a merge patch guarded by the resourceVersion it read,
+//! `set_provisioner_resources` to a server-side apply of the Provisioner's `status.resources`,
+//! `set_provisioner_condition` to a guarded merge patch of its conditions, and `event` to an
+//! `events.k8s.io/v1` Event.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -69,12 +71,11 @@ impl ObjectRef {
 
 /// `conditions` with `condition` in place of the one of its type (appended when absent).
 pub fn with_condition(conditions: &[Condition], condition: &Condition) -> Vec<Condition> {
-    let mut out: Vec<Condition> = conditions
-        .iter()
-        .filter(|c| c.type_ != condition.type_)
-        .cloned()
-        .collect();
-    out.push(condition.clone());
+    let mut out = conditions.to_vec();
+    match out.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(c) => *c = condition.clone(),
+        None => out.push(condition.clone()),
+    }
     out
 }
 

@@ -27,8 +27,22 @@ pub struct FeedSignals {
     pub changed: Arc<Notify>,
 }
 
-fn wrap<K: 'static>(f: fn(Box<K>) -> Resource) -> impl Fn(K) -> Resource + Send + Copy {
-    move |k| f(Box::new(k))
+/// The annotation `kubectl apply` keeps its last input in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Wraps an object for the index, without what the controller never reads and what takes
+/// much of a cached object's size: `managedFields` and kubectl's last-applied copy.
+fn wrap<K: kube::Resource + 'static>(
+    f: fn(Box<K>) -> Resource,
+) -> impl Fn(K) -> Resource + Send + Copy {
+    move |mut k| {
+        let meta = k.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+        f(Box::new(k))
+    }
 }
 
 /// Starts one watch per kind over `client` (all namespaces) feeding `cluster`.

@@ -20,6 +20,12 @@ use crate::lifecycle::{Event, EventType, Eviction, KubeWriter, WriteError};
 /// The finalizer that holds a Node until it is drained and its instance terminated.
 pub const FINALIZER: &str = "karpenter.sh/termination";
 
+/// The field manager of the controller's server-side applies.
+pub const FIELD_MANAGER: &str = "karpenter";
+
+/// How often a guarded read-modify-write is tried when the object changes in between.
+const CONFLICT_RETRIES: u32 = 3;
+
 /// Writes through the Kubernetes API.
 pub struct KubeApiWriter {
     client: Client,
@@ -213,10 +219,19 @@ impl KubeWriter for KubeApiWriter {
         resources: &BTreeMap<String, Quantity>,
     ) -> Result<(), WriteError> {
         let api: Api<Provisioner> = Api::all(self.client.clone());
+        // Server-side apply of the whole map (the CRD marks it atomic): a resource whose last
+        // node went, or every resource once the provisioner has no node, is removed. A merge
+        // patch cannot drop keys it does not name, and a stale usage would hold the limits.
+        let body = json!({
+            "apiVersion": "karpenter.sh/v1alpha5",
+            "kind": "Provisioner",
+            "metadata": {"name": provisioner},
+            "status": {"resources": resources},
+        });
         api.patch_status(
             provisioner,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"resources": resources}})),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
         )
         .await
         .map(|_| ())
@@ -236,32 +251,45 @@ impl KubeWriter for KubeApiWriter {
         condition: &Condition,
     ) -> Result<(), WriteError> {
         let api: Api<Provisioner> = Api::all(self.client.clone());
-        let current = api.get(provisioner).await.map_err(|e| {
-            map_err(
-                "Provisioner",
-                provisioner,
-                format!("read the status of provisioner {provisioner}"),
-                e,
-            )
-        })?;
-        let existing = current.status.map(|s| s.conditions).unwrap_or_default();
-        // A merge patch replaces the list: send it whole, with ours in place.
-        let conditions = crate::lifecycle::writer::with_condition(&existing, condition);
-        api.patch_status(
-            provisioner,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": conditions}})),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            map_err(
-                "Provisioner",
-                provisioner,
-                format!("write the conditions of provisioner {provisioner}"),
-                e,
-            )
-        })
+        // The list is atomic and may hold conditions of others: read it, put ours in place and
+        // write it back guarded by the resourceVersion read; a concurrent change is re-read.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = api.get_status(provisioner).await.map_err(|e| {
+                map_err(
+                    "Provisioner",
+                    provisioner,
+                    format!("read the status of provisioner {provisioner}"),
+                    e,
+                )
+            })?;
+            let existing = current.status.map(|s| s.conditions).unwrap_or_default();
+            let conditions = crate::lifecycle::writer::with_condition(&existing, condition);
+            if conditions == existing {
+                return Ok(());
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "status": {"conditions": conditions},
+            });
+            let result = api
+                .patch_status(provisioner, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    map_err(
+                        "Provisioner",
+                        provisioner,
+                        format!("write the conditions of provisioner {provisioner}"),
+                        e,
+                    )
+                });
+            match result {
+                Err(WriteError::Conflict { .. }) if attempt < CONFLICT_RETRIES => continue,
+                other => return other,
+            }
+        }
     }
 
     async fn event(&self, event: &Event) -> Result<(), WriteError> {
