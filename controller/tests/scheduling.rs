@@ -5,6 +5,7 @@
 
 mod scheduling_support;
 
+use k8s_openapi::api::core::v1::Pod;
 use karpenter::cloud::instance_types::{builtin_us_east_1, AwsCatalogOptions};
 use karpenter::scheduling::simulate::{simulate, SimulateError, SimulateOptions};
 use karpenter::scheduling::SchedulerOptions;
@@ -178,6 +179,80 @@ fn aws_gpu_pod_lands_on_gpu_instance() {
         "{}",
         n.instance_type
     );
+}
+
+/// The guide-like catalog, on-demand only, optionally narrowed to some instance families.
+fn gpu_env(families: Option<&[&str]>) -> Env {
+    let mut reqs = vec![json!({"key": CT, "operator": "In", "values": ["on-demand"]})];
+    if let Some(f) = families {
+        reqs.push(
+            json!({"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": f}),
+        );
+    }
+    let types = builtin_us_east_1(&AwsCatalogOptions::default()).unwrap();
+    env(vec![prov("default", json!({ "requirements": reqs }))]).types(types)
+}
+
+/// One GPU pod of 4 CPU (packed first) and `n` pods of 3 CPU with a zone spread that never
+/// binds (it keeps the improvement pass off them, so this is the first-fit packing's choice).
+fn gpu_and_spread_pods(n: usize) -> Vec<Pod> {
+    let mut pods = vec![pod("gpu")
+        .req("4", "8Gi")
+        .res("nvidia.com/gpu", "1")
+        .build()];
+    for i in 0..n {
+        pods.push(
+            pod(&format!("web-{i}"))
+                .req("3", "4Gi")
+                .labels(json!({"app": "web"}))
+                .spread(ZONE, 100, "DoNotSchedule", json!({"app": "web"}))
+                .build(),
+        );
+    }
+    pods
+}
+
+#[test]
+fn a_pod_without_gpus_does_not_make_a_gpu_node_dearer_than_a_node_of_its_own() {
+    let e = gpu_env(None);
+    let alone = e.solve(&gpu_and_spread_pods(0));
+    let gpu_alone = node_of(&alone, "gpu").clone();
+    let d = e.solve(&gpu_and_spread_pods(3));
+    assert!(d.unschedulable.is_empty(), "{:?}", d.unschedulable);
+    let gpu = node_of(&d, "gpu");
+    assert_eq!(
+        gpu.instance_type, gpu_alone.instance_type,
+        "the GPU node grew for pods that need no GPU: {gpu:?}"
+    );
+    // One web pod fits the GPU node's spare room; a second would need the next size up,
+    // which costs more than a node of its own.
+    assert_eq!(gpu.pods.len(), 2, "{gpu:?}");
+}
+
+#[test]
+fn a_pod_without_gpus_fills_spare_room_on_a_gpu_node_for_free() {
+    let e = gpu_env(None);
+    let alone = e.solve(&gpu_and_spread_pods(0));
+    let mut pods = gpu_and_spread_pods(0);
+    pods.push(pod("tiny").req("100m", "128Mi").build());
+    let d = e.solve(&pods);
+    assert_eq!(d.nodes.len(), 1, "{:?}", d.nodes);
+    assert!(node_of(&d, "gpu")
+        .pods
+        .contains(&"default/tiny".to_string()));
+    assert!((d.total_price_per_hour - alone.total_price_per_hour).abs() < 1e-9);
+}
+
+#[test]
+fn a_pod_without_gpus_joins_a_gpu_node_when_that_costs_less_than_a_node_of_its_own() {
+    // Only GPU families: a node of its own for a web pod is a whole GPU node.
+    let e = gpu_env(Some(&["g4dn"]));
+    let d = e.solve(&gpu_and_spread_pods(1));
+    assert!(d.unschedulable.is_empty(), "{:?}", d.unschedulable);
+    assert_eq!(d.nodes.len(), 1, "{:?}", d.nodes);
+    assert!(node_of(&d, "gpu")
+        .pods
+        .contains(&"default/web-0".to_string()));
 }
 
 // --- labels and operators ---

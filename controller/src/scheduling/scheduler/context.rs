@@ -38,6 +38,20 @@ impl<'a> Ctx<'a> {
             .map(|(i, n)| (n.clone(), i))
             .collect();
         let n = res_names.len();
+        let standard = [
+            resources::CPU,
+            resources::MEMORY,
+            resources::PODS,
+            resources::EPHEMERAL_STORAGE,
+        ];
+        let extended: Vec<usize> = infos
+            .iter()
+            .flat_map(|i| i.requests.keys())
+            .filter(|k| !standard.contains(&k.as_str()))
+            .filter_map(|k| res_index.get(k).copied())
+            .collect::<BTreeSet<usize>>()
+            .into_iter()
+            .collect();
 
         // A label that some instance types define and another lacks is absent on the latter
         // (`DoesNotExist`), as Karpenter's cloud providers state it; otherwise `Exists` on,
@@ -49,21 +63,25 @@ impl<'a> Ctx<'a> {
             .flat_map(|t| t.labels.keys().map(String::as_str))
             .filter(|k| !matches!(*k, labels::ARCH | labels::INSTANCE_TYPE))
             .collect();
-        let with_absent = |t: &'a InstanceType| -> Cow<'a, InstanceType> {
+        // The absent keys are added only to the types a provisioner may use (cloning the whole
+        // catalog for every round was most of a small round's time). Adding `DoesNotExist`
+        // only narrows a type, so a type the provisioner rules out as given stays ruled out.
+        let with_absent = |t: &mut Cow<'a, InstanceType>| {
             if absent_keys.iter().all(|k| t.requirements.has_key(k)) {
-                return Cow::Borrowed(t);
+                return;
             }
-            let mut owned = t.clone();
+            let owned = t.to_mut();
             for k in &absent_keys {
                 if !owned.requirements.has_key(k) {
                     owned.requirements.add(k, ValueSet::does_not_exist());
                 }
             }
-            Cow::Owned(owned)
         };
         let mut types: Vec<Cow<'a, InstanceType>> = Vec::new();
+        let mut augmented: Vec<bool> = Vec::new();
         let shared: Vec<usize> = (0..input.instance_types.len()).collect();
-        types.extend(input.instance_types.iter().map(&with_absent));
+        types.extend(input.instance_types.iter().map(Cow::Borrowed));
+        augmented.resize(types.len(), false);
 
         let ds_infos: Vec<(&DaemonSet, PodInfo)> = input
             .daemonsets
@@ -87,7 +105,8 @@ impl<'a> Ctx<'a> {
             let type_idx = match input.instance_types_by_provisioner.get(&name) {
                 Some(list) => {
                     let start = types.len();
-                    types.extend(list.iter().map(&with_absent));
+                    types.extend(list.iter().map(Cow::Borrowed));
+                    augmented.resize(types.len(), false);
                     (start..types.len()).collect()
                 }
                 None => shared.clone(),
@@ -104,10 +123,17 @@ impl<'a> Ctx<'a> {
             let mut alloc_raw = Vec::new();
             let mut cap = Vec::new();
             for &ti in &type_idx {
-                let t: &InstanceType = &types[ti];
-                if !t.compatible(&reqs) {
+                if !types[ti].compatible(&reqs) {
                     continue;
                 }
+                if !augmented[ti] {
+                    with_absent(&mut types[ti]);
+                    augmented[ti] = true;
+                    if !types[ti].compatible(&reqs) {
+                        continue;
+                    }
+                }
+                let t: &InstanceType = &types[ti];
                 let raw = dense(&t.allocatable(kubelet.as_ref()), &res_index, n);
                 let mut a = raw.clone();
                 let node_reqs = reqs.intersection(&t.requirements);
@@ -400,6 +426,7 @@ impl<'a> Ctx<'a> {
             options: &input.options,
             res_names,
             res_index,
+            extended,
             types,
             provs,
             order,

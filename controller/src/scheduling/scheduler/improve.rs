@@ -24,26 +24,44 @@ impl State {
     }
 
     pub(super) fn node_capacity_type(ctx: &Ctx<'_>, node: &NodeState) -> String {
-        let prov = &ctx.provs[node.prov];
-        let spot = node
-            .reqs
-            .allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT)
-            && node.options.iter().any(|&o| {
-                ctx.types[prov.types[o]].has_offering(&node.reqs, Some(labels::CAPACITY_TYPE_SPOT))
+        Self::capacity_type_of(ctx, node.prov, &node.reqs, &node.options).to_string()
+    }
+
+    /// Spot when the requirements allow it and one of the options offers it.
+    fn capacity_type_of(
+        ctx: &Ctx<'_>,
+        pi: usize,
+        reqs: &Requirements,
+        options: &[usize],
+    ) -> &'static str {
+        let prov = &ctx.provs[pi];
+        let spot = reqs.allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT)
+            && options.iter().any(|&o| {
+                ctx.types[prov.types[o]].has_offering(reqs, Some(labels::CAPACITY_TYPE_SPOT))
             });
         if spot {
-            labels::CAPACITY_TYPE_SPOT.to_string()
+            labels::CAPACITY_TYPE_SPOT
         } else {
-            labels::CAPACITY_TYPE_ON_DEMAND.to_string()
+            labels::CAPACITY_TYPE_ON_DEMAND
         }
     }
 
     pub(super) fn node_price(ctx: &Ctx<'_>, node: &NodeState) -> f64 {
-        let ct = Self::node_capacity_type(ctx, node);
-        let prov = &ctx.provs[node.prov];
-        node.options
+        Self::options_price(ctx, node.prov, &node.reqs, &node.options)
+    }
+
+    /// The price a new node of provisioner `pi` with these requirements and options launches at.
+    pub(super) fn options_price(
+        ctx: &Ctx<'_>,
+        pi: usize,
+        reqs: &Requirements,
+        options: &[usize],
+    ) -> f64 {
+        let ct = Self::capacity_type_of(ctx, pi, reqs, options);
+        let prov = &ctx.provs[pi];
+        options
             .iter()
-            .map(|&o| Self::option_price(&ctx.types[prov.types[o]], &node.reqs, &ct).0)
+            .map(|&o| Self::option_price(&ctx.types[prov.types[o]], reqs, ct).0)
             .min_by(f64::total_cmp)
             .unwrap_or(f64::MAX)
     }

@@ -229,6 +229,9 @@ struct Ctx<'a> {
     options: &'a SchedulerOptions,
     res_names: Vec<String>,
     res_index: HashMap<String, usize>,
+    /// Resources other than cpu, memory, pods and ephemeral storage that some pod requests
+    /// (GPUs and other accelerators).
+    extended: Vec<usize>,
     /// Instance types; a type lacking a label other types define gets `DoesNotExist` for it.
     types: Vec<Cow<'a, InstanceType>>,
     provs: Vec<Prov>,

@@ -222,6 +222,10 @@ impl State {
         compat: &mut [Option<Compat>],
     ) -> Result<(), Vec<(usize, Fail)>> {
         let req = &ctx.classes[class].requests;
+        // The first new accelerator node that this pod (which needs no accelerator) would make
+        // dearer, with the price increase: taken only when no fresh node holds the pod for
+        // less.
+        let mut rider: Option<(usize, Update, f64)> = None;
         for i in 0..self.nodes.len() {
             if dead.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0) {
                 continue;
@@ -234,11 +238,21 @@ impl State {
                     .get_or_insert_with(|| Rc::new(class_compat(ctx, prov, &eff.reqs)))
                     .clone();
                 let r = self.try_new(ctx, info, class, eff, &self.nodes[i], &cm, false);
-                r.map(|u| {
-                    let old = std::mem::take(&mut self.nodes[i].limit_max);
-                    self.account_limits(ctx, prov, &old, &u.limit_max);
-                    apply(&mut self.nodes[i], u, req, info)
-                })
+                match r {
+                    Ok(u) => match Self::ride_increase(ctx, &self.nodes[i], class, &u) {
+                        Some(increase) => {
+                            if rider.is_none() {
+                                rider = Some((i, u, increase));
+                            }
+                            continue;
+                        }
+                        None => {
+                            self.add_to_new(ctx, i, u, req, info);
+                            Ok(())
+                        }
+                    },
+                    Err(f) => Err(f),
+                }
             };
             match attempt {
                 Ok(()) => {
@@ -267,6 +281,14 @@ impl State {
             let mut fresh = self.fresh_node(ctx, pi, None);
             match self.try_new(ctx, info, class, eff, &fresh, &cm, true) {
                 Ok(u) => {
+                    if let Some((i, ru, increase)) = rider.take() {
+                        let reqs = u.reqs.as_ref().unwrap_or(&fresh.reqs);
+                        if increase <= Self::options_price(ctx, pi, reqs, &u.options) {
+                            self.add_to_new(ctx, i, ru, req, info);
+                            self.commit(ctx, info, class, p, i);
+                            return Ok(());
+                        }
+                    }
                     self.account_limits(ctx, pi, &fresh.limit_max, &u.limit_max);
                     apply(&mut fresh, u, req, info);
                     fresh.name = format!("new-{}", self.new_count);
@@ -279,7 +301,43 @@ impl State {
                 Err(f) => fails.push((pi, f)),
             }
         }
+        if let Some((i, u, _)) = rider {
+            self.add_to_new(ctx, i, u, req, info);
+            self.commit(ctx, info, class, p, i);
+            return Ok(());
+        }
         Err(fails)
+    }
+
+    /// Applies an update to new node `i`, keeping the limits' in-flight usage in step.
+    fn add_to_new(&mut self, ctx: &Ctx<'_>, i: usize, u: Update, req: &[i64], info: &PodInfo) {
+        let old = std::mem::take(&mut self.nodes[i].limit_max);
+        self.account_limits(ctx, self.nodes[i].prov, &old, &u.limit_max);
+        apply(&mut self.nodes[i], u, req, info);
+    }
+
+    /// How much adding a pod that requests no extended resource (GPU, accelerator) raises the
+    /// price of a new node planned for pods that do; `None` when it does not (or the rule does
+    /// not apply). Spare room on such a node is free, but narrowing it to a larger accelerator
+    /// type often costs more than an ordinary node for the pod.
+    fn ride_increase(ctx: &Ctx<'_>, node: &NodeState, class: usize, u: &Update) -> Option<f64> {
+        if ctx.extended.is_empty() || node.existing.is_some() {
+            return None;
+        }
+        let req = &ctx.classes[class].requests;
+        if ctx.extended.iter().any(|&r| req[r] > 0)
+            || !ctx.extended.iter().any(|&r| node.used[r] > 0)
+        {
+            return None;
+        }
+        // Same options under the same requirements: the same price.
+        if u.reqs.is_none() && u.options.len() == node.options.len() {
+            return None;
+        }
+        let reqs = u.reqs.as_ref().unwrap_or(&node.reqs);
+        let increase =
+            Self::options_price(ctx, node.prov, reqs, &u.options) - Self::node_price(ctx, node);
+        (increase > 1e-9).then_some(increase)
     }
 
     /// An empty new node of a provisioner, optionally restricted to some options.
