@@ -659,6 +659,16 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The process id of a supervised component, while it runs.
+    pub fn component_pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .lock()
+            .ok()?
+            .iter()
+            .find(|p| p.name == name)?
+            .pid()
+    }
+
     /// Kills one supervised component with SIGKILL at once (no clean-up runs), then reaps it.
     pub fn kill9_component(&self, name: &str) {
         if let Ok(mut procs) = self.procs.lock() {
