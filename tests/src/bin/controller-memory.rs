@@ -211,7 +211,15 @@ fn run(controller: PathBuf) -> Result<(), String> {
                 .map(str::to_string)
         })
         .collect();
-    let mut args = vec!["-n", ns.name.as_str(), "delete", "pod", "--wait=false"];
+    // No kubelet runs these pods, so a graceful delete would wait for one forever.
+    let mut args = vec![
+        "-n",
+        ns.name.as_str(),
+        "delete",
+        "pod",
+        "--grace-period=0",
+        "--force",
+    ];
     args.extend(names.iter().map(String::as_str));
     cp.kubectl_ok(&args).map_err(|e| e.to_string())?;
     create(&cp, (0..100).map(|n| pod(&ns.name, n, 0)).collect())?;
