@@ -44,6 +44,20 @@ fn status(cp: &ControlPlane, name: &str) -> Value {
         .clone()
 }
 
+/// A merge patch of a Provisioner's status with kubectl, as another client would write it.
+fn merge_status(cp: &ControlPlane, name: &str, patch: &str) {
+    cp.kubectl_ok(&[
+        "patch",
+        "provisioners.karpenter.sh",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+    ])
+    .expect("patch the status");
+}
+
 fn resources(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs
         .iter()
@@ -76,16 +90,11 @@ fn provisioner_usage_is_replaced_whole_so_a_resource_no_node_holds_is_dropped() 
     let name = "writer-usage";
     cp.apply(&provisioner_yaml(name)).expect("apply");
     // What an earlier release (a merge patch) or another client left: usage with a GPU.
-    cp.kubectl_ok(&[
-        "patch",
-        "provisioners.karpenter.sh",
+    merge_status(
+        cp,
         name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
         r#"{"status":{"resources":{"cpu":"8","memory":"32Gi","nvidia.com/gpu":"1"}}}"#,
-    ])
-    .expect("seed the status");
+    );
     runtime().block_on(async {
         let writer = KubeApiWriter::new(client(cp).await, "test");
         // The GPU node went; the CPU nodes shrank.
@@ -139,16 +148,7 @@ fn a_provisioner_condition_replaces_ours_and_keeps_the_conditions_of_others() {
         let mut conditions = s["conditions"].as_array().cloned().unwrap_or_default();
         conditions.push(serde_json::json!({"type": "Audited", "status": "True"}));
         let patch = serde_json::json!({"status": {"conditions": conditions}}).to_string();
-        cp.kubectl_ok(&[
-            "patch",
-            "provisioners.karpenter.sh",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ])
-        .expect("another writer's condition");
+        merge_status(cp, name, &patch);
         writer
             .set_provisioner_condition(name, &ready("True", "Valid"))
             .await
