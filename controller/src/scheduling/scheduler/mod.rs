@@ -232,7 +232,8 @@ struct Ctx<'a> {
     /// Resources other than cpu, memory, pods and ephemeral storage that some pod requests
     /// (GPUs and other accelerators).
     extended: Vec<usize>,
-    /// Instance types; a type lacking a label other types define gets `DoesNotExist` for it.
+    /// Instance types; in a provisioner's list, a type lacking a label other types define has
+    /// `DoesNotExist` for it (the others are as given).
     types: Vec<Cow<'a, InstanceType>>,
     provs: Vec<Prov>,
     /// Provisioner indices by weight desc, then name.
