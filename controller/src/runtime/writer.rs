@@ -14,7 +14,7 @@ use kube::Client;
 use serde_json::json;
 
 use crate::api::provisioner::Condition;
-use crate::api::{Provisioner, Quantity};
+use crate::api::{Provisioner, Quantity, PROVISIONER_API_VERSION};
 use crate::lifecycle::{Event, EventType, Eviction, KubeWriter, WriteError};
 
 /// The finalizer that holds a Node until it is drained and its instance terminated.
@@ -223,7 +223,7 @@ impl KubeWriter for KubeApiWriter {
         // node went, or every resource once the provisioner has no node, is removed. A merge
         // patch cannot drop keys it does not name, and a stale usage would hold the limits.
         let body = json!({
-            "apiVersion": "karpenter.sh/v1alpha5",
+            "apiVersion": PROVISIONER_API_VERSION,
             "kind": "Provisioner",
             "metadata": {"name": provisioner},
             "status": {"resources": resources},
@@ -295,7 +295,7 @@ impl KubeWriter for KubeApiWriter {
     async fn event(&self, event: &Event) -> Result<(), WriteError> {
         let r = &event.regarding;
         let (api_version, uid) = match r.kind {
-            "Provisioner" => ("karpenter.sh/v1alpha5", None),
+            "Provisioner" => (PROVISIONER_API_VERSION, None),
             _ => ("v1", None::<String>),
         };
         let reference = ObjectReference {

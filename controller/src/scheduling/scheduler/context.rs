@@ -38,16 +38,10 @@ impl<'a> Ctx<'a> {
             .map(|(i, n)| (n.clone(), i))
             .collect();
         let n = res_names.len();
-        let standard = [
-            resources::CPU,
-            resources::MEMORY,
-            resources::PODS,
-            resources::EPHEMERAL_STORAGE,
-        ];
         let extended: Vec<usize> = infos
             .iter()
             .flat_map(|i| i.requests.keys())
-            .filter(|k| !standard.contains(&k.as_str()))
+            .filter(|k| !resources::is_standard(k))
             .filter_map(|k| res_index.get(k).copied())
             .collect::<BTreeSet<usize>>()
             .into_iter()
