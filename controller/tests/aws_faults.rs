@@ -1132,7 +1132,7 @@ fn types_past_the_first_60_are_tried_when_those_are_unavailable() {
             .instance_types(&p)
             .await
             .unwrap()
-            .into_iter()
+            .iter()
             .filter(|t| {
                 t.offerings
                     .iter()
@@ -1140,7 +1140,7 @@ fn types_past_the_first_60_are_tried_when_those_are_unavailable() {
                     .count()
                     == 2
             })
-            .map(|t| t.name)
+            .map(|t| t.name.clone())
             .take(70)
             .collect();
         assert_eq!(names.len(), 70, "moto offers enough types");
@@ -1164,8 +1164,8 @@ fn types_past_the_first_60_are_tried_when_those_are_unavailable() {
             .instance_types(&p)
             .await
             .unwrap()
-            .into_iter()
-            .map(|t| t.name)
+            .iter()
+            .map(|t| t.name.clone())
             .collect();
         let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let mut r = request(&p, "node-2", &all_refs);

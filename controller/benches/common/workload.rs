@@ -12,6 +12,7 @@ use karpenter::api::provisioner::Requirement;
 use karpenter::api::quantity::Quantity;
 use karpenter::api::{Provisioner, ProvisionerSpec};
 use karpenter::cloud::instance_types::{InstanceTypeEntry, OfferingEntry};
+use karpenter::scheduling::instance_type::mark_absent_labels;
 use karpenter::scheduling::resources::pod_requests;
 use karpenter::scheduling::{Decision, InstanceType};
 use serde::{Deserialize, Serialize};
@@ -155,12 +156,16 @@ impl Workload {
         }
     }
 
-    /// The engine instance types.
+    /// The engine instance types, with the absent-label requirements a cloud provider's
+    /// catalog states (as Karpenter's providers build them before a solve).
     pub fn engine_types(&self) -> Result<Vec<InstanceType>, String> {
-        self.instance_types
+        let mut types = self
+            .instance_types
             .iter()
             .map(|e| e.to_instance_type().map_err(|e| e.to_string()))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        mark_absent_labels(&mut types);
+        Ok(types)
     }
 
     /// The Provisioner of the node pool.

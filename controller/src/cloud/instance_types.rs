@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::labels;
 use crate::api::quantity::{parse_milli, Quantity};
-use crate::scheduling::instance_type::{InstanceType, Offering, Overhead};
+use crate::scheduling::instance_type::{mark_absent_labels, InstanceType, Offering, Overhead};
 use crate::scheduling::resources::{
     ResourceList, AMD_GPU, AWS_NEURON, CPU, EPHEMERAL_STORAGE, MEMORY, NVIDIA_GPU, PODS,
 };
@@ -161,10 +161,12 @@ impl InstanceTypeEntry {
 pub fn parse_instance_types(text: &str) -> Result<Vec<InstanceType>, InstanceTypeFileError> {
     let entries: Vec<InstanceTypeEntry> =
         serde_yaml::from_str(text).map_err(|e| InstanceTypeFileError::Parse(e.to_string()))?;
-    entries
+    let mut types = entries
         .iter()
         .map(InstanceTypeEntry::to_instance_type)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    mark_absent_labels(&mut types);
+    Ok(types)
 }
 
 const MIB: i64 = 1024 * 1024 * 1000;
@@ -289,10 +291,12 @@ pub fn aws_instance_type(info: &AwsInstanceTypeInfo, opts: &AwsCatalogOptions) -
 pub fn builtin_us_east_1(
     opts: &AwsCatalogOptions,
 ) -> Result<Vec<InstanceType>, super::catalog::CatalogError> {
-    Ok(super::catalog::builtin_us_east_1()?
+    let mut types: Vec<InstanceType> = super::catalog::builtin_us_east_1()?
         .iter()
         .map(|i| aws_instance_type(i, opts))
-        .collect())
+        .collect();
+    mark_absent_labels(&mut types);
+    Ok(types)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! Implementations: [`super::sim::SimProvider`] (in-memory) and, with the `aws` feature,
 //! `super::aws::AwsCloud` (EC2 CreateFleet).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -44,11 +44,12 @@ pub fn cluster_tag_key(cluster: &str) -> String {
 /// ever see or touch such instances.
 pub trait CloudProvider: Send + Sync {
     /// The instance types a provisioner may launch, with offerings (zone, capacity type, price,
-    /// availability) restricted to where it can launch.
+    /// availability) restricted to where it can launch. Shared: a provider may hand out the
+    /// same list every round while nothing changed.
     fn instance_types(
         &self,
         provisioner: &Provisioner,
-    ) -> impl Future<Output = Result<Vec<InstanceType>, CloudError>> + Send;
+    ) -> impl Future<Output = Result<Arc<[InstanceType]>, CloudError>> + Send;
 
     /// Launches one instance for a node; calling it again with the same client token returns
     /// the instance launched the first time instead of launching another.
@@ -460,12 +461,30 @@ impl UnavailableOfferings {
         ))
     }
 
+    /// Whether any offering is currently marked unavailable.
+    pub fn any(&self) -> bool {
+        let now = self.clock.now();
+        let mut map = lock(&self.until);
+        map.retain(|_, until| *until > now);
+        !map.is_empty()
+    }
+
     /// Sets `available = false` on every currently unavailable offering of `types`.
     pub fn apply(&self, types: &mut [InstanceType]) {
-        for t in types {
-            let name = t.name.clone();
+        let now = self.clock.now();
+        let mut map = lock(&self.until);
+        map.retain(|_, until| *until > now);
+        if map.is_empty() {
+            return;
+        }
+        let marked: HashSet<&str> = map.keys().map(|(t, _, _)| t.as_str()).collect();
+        for t in types
+            .iter_mut()
+            .filter(|t| marked.contains(t.name.as_str()))
+        {
             for o in &mut t.offerings {
-                if self.is_unavailable(&name, &o.zone, &o.capacity_type) {
+                let key = (t.name.clone(), o.zone.clone(), o.capacity_type.clone());
+                if map.contains_key(&key) {
                     o.available = false;
                 }
             }

@@ -25,7 +25,7 @@ const MAX_OPTIONS: usize = 60;
 #[derive(Debug)]
 pub struct SimProvider {
     cluster: String,
-    types: Vec<InstanceType>,
+    types: Arc<[InstanceType]>,
     unavailable: UnavailableOfferings,
     state: Mutex<SimState>,
 }
@@ -63,7 +63,7 @@ impl SimProvider {
     ) -> Self {
         Self {
             cluster: cluster.to_string(),
-            types,
+            types: types.into(),
             unavailable: UnavailableOfferings::new(clock),
             state: Mutex::new(SimState::default()),
         }
@@ -159,10 +159,13 @@ impl SimProvider {
 }
 
 impl CloudProvider for SimProvider {
-    async fn instance_types(&self, _: &Provisioner) -> Result<Vec<InstanceType>, CloudError> {
-        let mut types = self.types.clone();
+    async fn instance_types(&self, _: &Provisioner) -> Result<Arc<[InstanceType]>, CloudError> {
+        if !self.unavailable.any() {
+            return Ok(self.types.clone());
+        }
+        let mut types = self.types.to_vec();
         self.unavailable.apply(&mut types);
-        Ok(types)
+        Ok(types.into())
     }
 
     async fn create(&self, request: &NodeRequest) -> Result<Instance, CloudError> {
@@ -342,11 +345,11 @@ mod tests {
                 sim.instance_types(&Provisioner::new("default", ProvisionerSpec::default())),
             )
             .unwrap();
-            let t = types.into_iter().find(|x| x.name == t).unwrap();
+            let t = types.iter().find(|x| x.name == t).unwrap();
             t.offerings
-                .into_iter()
+                .iter()
                 .filter(|o| o.capacity_type == "on-demand")
-                .map(|o| o.zone)
+                .map(|o| o.zone.clone())
                 .collect()
         };
         for z in zones("m5.large") {

@@ -251,14 +251,23 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             let types = self.cloud.instance_types(p).await?;
             by_provisioner.insert(name, types);
         }
-        let all_types: Vec<InstanceType> = {
-            let mut seen = BTreeSet::new();
-            by_provisioner
-                .values()
-                .flatten()
-                .filter(|t| seen.insert(t.name.clone()))
-                .cloned()
-                .collect()
+        // Every type once, for the snapshot's capacity lookups: the one list as it is when
+        // the provisioners share it.
+        let all_types: Arc<[InstanceType]> = {
+            let mut lists = by_provisioner.values();
+            match (lists.next(), lists.next()) {
+                (None, _) => Arc::from(Vec::new()),
+                (Some(one), None) => one.clone(),
+                _ => {
+                    let mut seen = BTreeSet::new();
+                    by_provisioner
+                        .values()
+                        .flat_map(|v| v.iter())
+                        .filter(|t| seen.insert(t.name.clone()))
+                        .cloned()
+                        .collect()
+                }
+            }
         };
         let snapshot = self.cluster.read().snapshot(
             &SnapshotOptions {
@@ -324,7 +333,7 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             let types = TypeIndex::new(
                 by_provisioner
                     .get(&n.provisioner)
-                    .map(Vec::as_slice)
+                    .map(|v| &**v)
                     .unwrap_or(&[]),
             );
             let largest = largest_capacity(n, &types, p);
@@ -476,7 +485,7 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
         &self,
         n: &NewNode,
         p: &Provisioner,
-        types: Option<&Vec<InstanceType>>,
+        types: Option<&Arc<[InstanceType]>>,
     ) -> Result<Launched, LifecycleError> {
         let reqs = Requirements::from_api(&p.spec.requirements).unwrap_or_default();
         let capacity_types: BTreeSet<String> = match reqs.get(labels::CAPACITY_TYPE) {

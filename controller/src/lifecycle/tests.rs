@@ -38,7 +38,7 @@ impl CloudProvider for Stoppable {
     async fn instance_types(
         &self,
         p: &crate::api::Provisioner,
-    ) -> Result<Vec<InstanceType>, CloudError> {
+    ) -> Result<Arc<[InstanceType]>, CloudError> {
         self.inner.instance_types(p).await
     }
     async fn create(&self, r: &NodeRequest) -> Result<Instance, CloudError> {

@@ -210,6 +210,37 @@ impl InstanceType {
     }
 }
 
+/// The label keys that some types of a catalog define and others may lack: every type's
+/// label keys except the architecture and the instance type, which all types carry.
+pub fn optional_label_keys<'a>(
+    types: impl IntoIterator<Item = &'a InstanceType>,
+) -> BTreeSet<&'a str> {
+    types
+        .into_iter()
+        .flat_map(|t| t.labels.keys().map(String::as_str))
+        .filter(|k| !matches!(*k, labels::ARCH | labels::INSTANCE_TYPE))
+        .collect()
+}
+
+/// States, on each type of a catalog, that the labels other types define and it lacks are
+/// absent (`DoesNotExist`), as Karpenter's cloud providers do; otherwise `Exists` on, say, a
+/// GPU label would match the types without GPUs. The engine adds these itself to the types a
+/// provisioner may use; a catalog that carries them already spares it a copy of each type
+/// every round. Adding them again changes nothing.
+pub fn mark_absent_labels(types: &mut [InstanceType]) {
+    let keys: Vec<String> = optional_label_keys(types.iter())
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for t in types {
+        for k in &keys {
+            if !t.requirements.has_key(k) {
+                t.requirements.add(k, ValueSet::does_not_exist());
+            }
+        }
+    }
+}
+
 /// What a node reserves, per kubelet setting (milli-units per resource).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reservations {

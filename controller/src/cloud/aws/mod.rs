@@ -39,6 +39,7 @@ use crate::cloud::provider::{
     cluster_tag_key, lock, Clock, CloudError, CloudProvider, Instance, NodeRequest,
     UnavailableOfferings, CLIENT_TOKEN_TAG, MANAGED_BY_TAG, PROVISIONER_TAG,
 };
+use crate::scheduling::instance_type::mark_absent_labels;
 use crate::scheduling::InstanceType;
 
 pub use api::{ApiError, Ec2Api};
@@ -826,7 +827,7 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
     async fn instance_types(
         &self,
         provisioner: &Provisioner,
-    ) -> Result<Vec<InstanceType>, CloudError> {
+    ) -> Result<Arc<[InstanceType]>, CloudError> {
         let Resolved { provider, subnets } = self.resolve(provisioner).await?;
         let zones: BTreeSet<&str> = subnets.iter().map(|s| s.zone.as_str()).collect();
         // With an amiSelector, only the architectures of the selected AMIs can boot.
@@ -867,8 +868,9 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
                 Some(t)
             })
             .collect();
+        mark_absent_labels(&mut types);
         self.unavailable.apply(&mut types);
-        Ok(types)
+        Ok(types.into())
     }
 
     async fn create(&self, request: &NodeRequest) -> Result<Instance, CloudError> {

@@ -24,10 +24,12 @@ impl<'a> Ctx<'a> {
         for i in infos {
             names.extend(i.requests.keys().cloned());
         }
-        let all_types = input
-            .instance_types
-            .iter()
-            .chain(input.instance_types_by_provisioner.values().flatten());
+        let all_types = input.instance_types.iter().chain(
+            input
+                .instance_types_by_provisioner
+                .values()
+                .flat_map(|v| v.iter()),
+        );
         for t in all_types {
             names.extend(t.capacity.keys().cloned());
         }
@@ -50,13 +52,14 @@ impl<'a> Ctx<'a> {
         // A label that some instance types define and another lacks is absent on the latter
         // (`DoesNotExist`), as Karpenter's cloud providers state it; otherwise `Exists` on,
         // say, a GPU label would match every type without GPUs.
-        let absent_keys: BTreeSet<&str> = input
-            .instance_types
-            .iter()
-            .chain(input.instance_types_by_provisioner.values().flatten())
-            .flat_map(|t| t.labels.keys().map(String::as_str))
-            .filter(|k| !matches!(*k, labels::ARCH | labels::INSTANCE_TYPE))
-            .collect();
+        let absent_keys: BTreeSet<&str> = optional_label_keys(
+            input.instance_types.iter().chain(
+                input
+                    .instance_types_by_provisioner
+                    .values()
+                    .flat_map(|v| v.iter()),
+            ),
+        );
         // The absent keys are added only to the types a provisioner may use (cloning the whole
         // catalog for every round was most of a small round's time). Adding `DoesNotExist`
         // only narrows a type, so a type the provisioner rules out as given stays ruled out.

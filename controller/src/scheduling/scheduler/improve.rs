@@ -4,6 +4,29 @@ use super::*;
 
 // === impl State (improvement) ===
 
+/// A provisioner's option prices under its own requirements (see [`State::price_table`]).
+pub(super) struct PriceTable {
+    /// Whether the requirements allow spot.
+    spot_allowed: bool,
+    /// Per option: whether it has an available spot offering.
+    offers_spot: Vec<bool>,
+    /// Per option: its cheapest spot price (or the fallback [`State::option_price`] gives).
+    spot: Vec<f64>,
+    /// Per option: its cheapest on-demand price (or the fallback).
+    on_demand: Vec<f64>,
+}
+
+impl PriceTable {
+    /// The prices a node with these options pays: spot when allowed and one option offers it.
+    fn for_options(&self, options: &[usize]) -> &[f64] {
+        if self.spot_allowed && options.iter().any(|&o| self.offers_spot[o]) {
+            &self.spot
+        } else {
+            &self.on_demand
+        }
+    }
+}
+
 impl State {
     /// Cheapest (capacity type, price, upper-bound flag) of an option under requirements.
     pub(super) fn option_price(t: &InstanceType, reqs: &Requirements, ct: &str) -> (f64, bool) {
@@ -46,19 +69,57 @@ impl State {
         }
     }
 
-    pub(super) fn node_price(ctx: &Ctx<'_>, node: &NodeState) -> f64 {
-        Self::options_price(ctx, node.prov, &node.reqs, &node.options)
+    /// The prices of provisioner `pi`'s options under its own requirements, computed once a
+    /// round: most nodes the improvement pass prices carry exactly those requirements.
+    pub(super) fn price_table(&self, ctx: &Ctx<'_>, pi: usize) -> Rc<PriceTable> {
+        let mut tables = self.price_tables.borrow_mut();
+        if tables.len() <= pi {
+            tables.resize(ctx.provs.len().max(pi + 1), None);
+        }
+        tables[pi]
+            .get_or_insert_with(|| {
+                let prov = &ctx.provs[pi];
+                let reqs = &prov.reqs;
+                let types = || prov.types.iter().map(|&t| &ctx.types[t]);
+                Rc::new(PriceTable {
+                    spot_allowed: reqs.allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT),
+                    offers_spot: types()
+                        .map(|t| t.has_offering(reqs, Some(labels::CAPACITY_TYPE_SPOT)))
+                        .collect(),
+                    spot: types()
+                        .map(|t| Self::option_price(t, reqs, labels::CAPACITY_TYPE_SPOT).0)
+                        .collect(),
+                    on_demand: types()
+                        .map(|t| Self::option_price(t, reqs, labels::CAPACITY_TYPE_ON_DEMAND).0)
+                        .collect(),
+                })
+            })
+            .clone()
+    }
+
+    pub(super) fn node_price(&self, ctx: &Ctx<'_>, node: &NodeState) -> f64 {
+        self.options_price(ctx, node.prov, &node.reqs, &node.options)
     }
 
     /// The price a new node of provisioner `pi` with these requirements and options launches at.
     pub(super) fn options_price(
+        &self,
         ctx: &Ctx<'_>,
         pi: usize,
         reqs: &Requirements,
         options: &[usize],
     ) -> f64 {
-        let ct = Self::capacity_type_of(ctx, pi, reqs, options);
         let prov = &ctx.provs[pi];
+        if *reqs == prov.reqs {
+            let table = self.price_table(ctx, pi);
+            let prices = table.for_options(options);
+            return options
+                .iter()
+                .map(|&o| prices[o])
+                .min_by(f64::total_cmp)
+                .unwrap_or(f64::MAX);
+        }
+        let ct = Self::capacity_type_of(ctx, pi, reqs, options);
         options
             .iter()
             .map(|&o| Self::option_price(&ctx.types[prov.types[o]], reqs, ct).0)
@@ -86,7 +147,7 @@ impl State {
             }
             let current: f64 = simple
                 .iter()
-                .map(|&i| Self::node_price(ctx, &self.nodes[i]))
+                .map(|&i| self.node_price(ctx, &self.nodes[i]))
                 .sum();
             let pods: Vec<usize> = simple
                 .iter()
@@ -95,7 +156,7 @@ impl State {
             let Some(packed) = self.balanced_pack(ctx, infos, pi, &pods) else {
                 continue;
             };
-            let total: f64 = packed.iter().map(|n| Self::node_price(ctx, n)).sum();
+            let total: f64 = packed.iter().map(|n| self.node_price(ctx, n)).sum();
             if total + 1e-9 >= current || !self.within_limits(ctx, pi, &simple, &packed) {
                 continue;
             }
@@ -179,9 +240,10 @@ impl State {
             .iter()
             .map(|(c, v)| self.effective(ctx, &infos[v[0]], *c, &Relax::default()))
             .collect();
-        let compats: Vec<Rc<Vec<bool>>> = effs
+        let compats: Vec<Compat> = queues
             .iter()
-            .map(|e| Rc::new(class_compat(ctx, pi, &e.reqs)))
+            .zip(&effs)
+            .map(|((c, _), e)| self.default_compat(ctx, pi, *c, e))
             .collect();
         let mut left: usize = pods.len();
         let mut out = Vec::new();
@@ -234,6 +296,26 @@ impl State {
         Some(out)
     }
 
+    /// Which of provisioner `pi`'s types suit a pod class with no relaxation (`eff` is the
+    /// class's effective requirements at that level): the placement pass's entry when it made
+    /// one, else computed once per (provisioner, class shape) for the improvement pass.
+    fn default_compat(&self, ctx: &Ctx<'_>, pi: usize, class: usize, eff: &Effective) -> Compat {
+        let shape = ctx.classes[class].cache;
+        if let Some(c) = self
+            .compat
+            .get(&(shape, 0))
+            .and_then(|v| v.get(pi))
+            .and_then(Option::as_ref)
+        {
+            return c.clone();
+        }
+        self.improve_compat
+            .borrow_mut()
+            .entry((pi, shape))
+            .or_insert_with(|| Rc::new(class_compat(ctx, pi, &eff.reqs)))
+            .clone()
+    }
+
     /// Price improvement: re-split nodes into cheaper ones where that lowers the total.
     pub(super) fn improve(&mut self, ctx: &Ctx<'_>, infos: &[PodInfo]) {
         self.rebalance(ctx, infos);
@@ -252,16 +334,16 @@ impl State {
                 continue;
             }
             let prov_i = node.prov;
-            let prov = &ctx.provs[prov_i];
-            let current = Self::node_price(ctx, node);
+            let current = self.node_price(ctx, node);
             // Candidate price caps: distinct cheaper prices among the provisioner's types.
             let ct = Self::node_capacity_type(ctx, node);
-            let mut caps: Vec<f64> = prov
-                .types
-                .iter()
-                .map(|&t| Self::option_price(&ctx.types[t], &prov.reqs, &ct).0)
-                .filter(|p| *p < current)
-                .collect();
+            let table = self.price_table(ctx, prov_i);
+            let by_ct = if ct == labels::CAPACITY_TYPE_SPOT {
+                &table.spot
+            } else {
+                &table.on_demand
+            };
+            let mut caps: Vec<f64> = by_ct.iter().copied().filter(|p| *p < current).collect();
             caps.sort_by(|a, b| b.total_cmp(a));
             caps.dedup();
             caps.truncate(6);
@@ -277,7 +359,7 @@ impl State {
             let mut best: Option<(f64, Vec<NodeState>)> = None;
             for cap in caps {
                 if let Some(split) = self.repack(ctx, infos, prov_i, &pods, cap) {
-                    let total: f64 = split.iter().map(|n| Self::node_price(ctx, n)).sum();
+                    let total: f64 = split.iter().map(|n| self.node_price(ctx, n)).sum();
                     if total + 1e-9 < best.as_ref().map_or(current, |b| b.0) {
                         best = Some((total, split));
                     }
@@ -306,34 +388,27 @@ impl State {
         cap: f64,
     ) -> Option<Vec<NodeState>> {
         let prov = &ctx.provs[prov_i];
+        let table = self.price_table(ctx, prov_i);
         let allowed: Vec<usize> = (0..prov.types.len())
             .filter(|&o| {
-                let t: &InstanceType = &ctx.types[prov.types[o]];
-                let ct = if prov
-                    .reqs
-                    .allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT)
-                    && t.has_offering(&prov.reqs, Some(labels::CAPACITY_TYPE_SPOT))
-                {
-                    labels::CAPACITY_TYPE_SPOT
+                let spot = table.spot_allowed && table.offers_spot[o];
+                let price = if spot {
+                    table.spot[o]
                 } else {
-                    labels::CAPACITY_TYPE_ON_DEMAND
+                    table.on_demand[o]
                 };
-                Self::option_price(t, &prov.reqs, ct).0 <= cap
+                price <= cap
             })
             .collect();
         if allowed.is_empty() {
             return None;
         }
         let mut out: Vec<NodeState> = Vec::new();
-        let mut compat_cache: HashMap<usize, Rc<Vec<bool>>> = HashMap::new();
         for &p in pods {
             let info = &infos[p];
             let class = ctx.pod_class[p];
             let eff = self.effective(ctx, info, class, &Relax::default());
-            let cm = compat_cache
-                .entry(class)
-                .or_insert_with(|| Rc::new(class_compat(ctx, prov_i, &eff.reqs)))
-                .clone();
+            let cm = self.default_compat(ctx, prov_i, class, &eff);
             let req = &ctx.classes[class].requests;
             let mut placed = false;
             for n in out.iter_mut() {

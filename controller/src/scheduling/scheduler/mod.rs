@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -15,7 +16,7 @@ use crate::api::provisioner::Taint;
 use crate::api::Provisioner;
 
 use super::decision::{Decision, ExistingNodePlacement, NewNode, Relaxation, Unschedulable};
-use super::instance_type::InstanceType;
+use super::instance_type::{optional_label_keys, InstanceType};
 use super::pod::{friendly_key, PodError, PodInfo, TermKind, TopologyTerm};
 use super::requirements::{RequirementError, Requirements, ValueSet};
 use super::resources::{self, ResourceError, ResourceList};
@@ -86,7 +87,7 @@ pub struct SchedulerInput {
     /// Instance types available to every provisioner.
     pub instance_types: Vec<InstanceType>,
     /// Per-provisioner instance types replacing the shared list for that provisioner.
-    pub instance_types_by_provisioner: BTreeMap<String, Vec<InstanceType>>,
+    pub instance_types_by_provisioner: BTreeMap<String, Arc<[InstanceType]>>,
     /// Existing nodes with their pods.
     pub existing_nodes: Vec<ExistingNode>,
     /// DaemonSets whose pods land on new nodes.
@@ -331,6 +332,11 @@ struct State {
     dead: HashMap<(usize, usize), Vec<u64>>,
     /// Per (class, relaxation level): which of each provisioner's types are compatible.
     compat: HashMap<(usize, usize), Vec<Option<Compat>>>,
+    /// Per (provisioner, class shape): compatible types at no relaxation, for the improvement
+    /// pass where the placement pass made no entry.
+    improve_compat: RefCell<HashMap<(usize, usize), Compat>>,
+    /// Per provisioner: its option prices, once priced (see [`State::price_table`]).
+    price_tables: RefCell<Vec<Option<Rc<improve::PriceTable>>>>,
     unschedulable: Vec<(usize, Vec<(usize, Fail)>)>,
     relaxed: Vec<(usize, Vec<String>)>,
     new_count: usize,
@@ -439,6 +445,10 @@ fn check_taints(taints: &[Taint], info: &PodInfo, tolerate_prefer: bool) -> Resu
 /// Which of a provisioner's types are compatible with the pod's requirements.
 fn class_compat(ctx: &Ctx<'_>, pi: usize, reqs: &Requirements) -> Vec<bool> {
     let prov = &ctx.provs[pi];
+    if reqs.is_empty() {
+        // Every type kept for the provisioner is compatible with its own requirements.
+        return vec![true; prov.types.len()];
+    }
     let combined = prov.reqs.intersection(reqs);
     prov.types
         .iter()

@@ -24,6 +24,8 @@ impl State {
             limit_used: vec![vec![0; n]; ctx.provs.len()],
             dead: HashMap::new(),
             compat: HashMap::new(),
+            improve_compat: RefCell::new(HashMap::new()),
+            price_tables: RefCell::new(Vec::new()),
             unschedulable: Vec::new(),
             relaxed: Vec::new(),
             new_count: 0,
@@ -239,7 +241,7 @@ impl State {
                     .clone();
                 let r = self.try_new(ctx, info, class, eff, &self.nodes[i], &cm, false);
                 match r {
-                    Ok(u) => match Self::ride_increase(ctx, &self.nodes[i], class, &u) {
+                    Ok(u) => match self.ride_increase(ctx, &self.nodes[i], class, &u) {
                         Some(increase) => {
                             if rider.is_none() {
                                 rider = Some((i, u, increase));
@@ -283,7 +285,7 @@ impl State {
                 Ok(u) => {
                     if let Some((i, ru, increase)) = rider.take() {
                         let reqs = u.reqs.as_ref().unwrap_or(&fresh.reqs);
-                        if increase <= Self::options_price(ctx, pi, reqs, &u.options) {
+                        if increase <= self.options_price(ctx, pi, reqs, &u.options) {
                             self.add_to_new(ctx, i, ru, req, info);
                             self.commit(ctx, info, class, p, i);
                             return Ok(());
@@ -320,7 +322,13 @@ impl State {
     /// price of a new node planned for pods that do; `None` when it does not (or the rule does
     /// not apply). Spare room on such a node is free, but narrowing it to a larger accelerator
     /// type often costs more than an ordinary node for the pod.
-    fn ride_increase(ctx: &Ctx<'_>, node: &NodeState, class: usize, u: &Update) -> Option<f64> {
+    fn ride_increase(
+        &self,
+        ctx: &Ctx<'_>,
+        node: &NodeState,
+        class: usize,
+        u: &Update,
+    ) -> Option<f64> {
         if ctx.extended.is_empty() || node.existing.is_some() {
             return None;
         }
@@ -336,7 +344,7 @@ impl State {
         }
         let reqs = u.reqs.as_ref().unwrap_or(&node.reqs);
         let increase =
-            Self::options_price(ctx, node.prov, reqs, &u.options) - Self::node_price(ctx, node);
+            self.options_price(ctx, node.prov, reqs, &u.options) - self.node_price(ctx, node);
         (increase > 1e-9).then_some(increase)
     }
 
