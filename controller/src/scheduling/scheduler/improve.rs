@@ -17,6 +17,15 @@ pub(super) struct PriceTable {
 }
 
 impl PriceTable {
+    /// The price option `o` launches at on its own: spot when allowed and offered.
+    fn price(&self, o: usize) -> f64 {
+        if self.spot_allowed && self.offers_spot[o] {
+            self.spot[o]
+        } else {
+            self.on_demand[o]
+        }
+    }
+
     /// The prices a node with these options pays: spot when allowed and one option offers it.
     fn for_options(&self, options: &[usize]) -> &[f64] {
         if self.spot_allowed && options.iter().any(|&o| self.offers_spot[o]) {
@@ -72,11 +81,7 @@ impl State {
     /// The prices of provisioner `pi`'s options under its own requirements, computed once a
     /// round: most nodes the improvement pass prices carry exactly those requirements.
     pub(super) fn price_table(&self, ctx: &Ctx<'_>, pi: usize) -> Rc<PriceTable> {
-        let mut tables = self.price_tables.borrow_mut();
-        if tables.len() <= pi {
-            tables.resize(ctx.provs.len().max(pi + 1), None);
-        }
-        tables[pi]
+        self.price_tables.borrow_mut()[pi]
             .get_or_insert_with(|| {
                 let prov = &ctx.provs[pi];
                 let reqs = &prov.reqs;
@@ -390,15 +395,7 @@ impl State {
         let prov = &ctx.provs[prov_i];
         let table = self.price_table(ctx, prov_i);
         let allowed: Vec<usize> = (0..prov.types.len())
-            .filter(|&o| {
-                let spot = table.spot_allowed && table.offers_spot[o];
-                let price = if spot {
-                    table.spot[o]
-                } else {
-                    table.on_demand[o]
-                };
-                price <= cap
-            })
+            .filter(|&o| table.price(o) <= cap)
             .collect();
         if allowed.is_empty() {
             return None;

@@ -330,7 +330,7 @@ struct State {
     limit_used: Vec<Res>,
     /// Nodes known to reject a (class, relaxation level) for good, as bitsets.
     dead: HashMap<(usize, usize), Vec<u64>>,
-    /// Per (class, relaxation level): which of each provisioner's types are compatible.
+    /// Per (class shape, relaxation level): which of each provisioner's types are compatible.
     compat: HashMap<(usize, usize), Vec<Option<Compat>>>,
     /// Per (provisioner, class shape): compatible types at no relaxation, for the improvement
     /// pass where the placement pass made no entry.

@@ -25,7 +25,7 @@ impl State {
             dead: HashMap::new(),
             compat: HashMap::new(),
             improve_compat: RefCell::new(HashMap::new()),
-            price_tables: RefCell::new(Vec::new()),
+            price_tables: RefCell::new(vec![None; ctx.provs.len()]),
             unschedulable: Vec::new(),
             relaxed: Vec::new(),
             new_count: 0,
