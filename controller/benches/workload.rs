@@ -15,8 +15,10 @@
 //! `run` times only the solve and prints one JSON line (the full result with the nodes goes to
 //! `--out`); `check` runs the checker on a result of either engine and exits 1 on a violation.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -26,8 +28,66 @@ use karpenter::scheduling::{Scheduler, SchedulerInput, SchedulerOptions};
 use serde_json::json;
 
 mod common;
-use common::workload::{check, from_decision, proc_status_mb, NodePool, RunResult, Workload};
+use common::workload::{
+    check, from_decision, proc_status_mb, HeapFigures, NodePool, RunResult, Workload,
+};
 use common::{diverse, instance_types, preference_pods, to_pod, SplitMix};
+
+/// The system allocator, counting live heap bytes and their high-water mark, so that `run` can
+/// say how much of its memory the input, the engine's state and the Decision take.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counters only observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+fn grew(size: usize) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    HIGH.fetch_max(live, Ordering::Relaxed);
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
 
 fn req(key: &str, values: &[&str]) -> Requirement {
     Requirement {
@@ -225,19 +285,34 @@ fn dump(dir: &str) -> Result<(), String> {
 fn run(path: &str, out: Option<&str>) -> Result<(), String> {
     let w: Workload = read_json(path)?;
     let types = w.engine_types()?;
+    let input = LIVE.load(Ordering::Relaxed);
+    let start = Instant::now();
     let scheduler = Scheduler::new(SchedulerInput {
         provisioners: vec![w.provisioner()],
         instance_types: types,
         options: SchedulerOptions::default(),
         ..Default::default()
     });
+    let prepare = start.elapsed().as_secs_f64();
+    let prepared = LIVE.load(Ordering::Relaxed);
     let rss_before = proc_status_mb("VmRSS:");
+    let peak_before = HIGH.swap(prepared, Ordering::Relaxed);
     let start = Instant::now();
     let d = scheduler.solve(&w.pods).map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
+    let solve_peak = HIGH.load(Ordering::Relaxed);
+    let after = LIVE.load(Ordering::Relaxed);
     let mut r = from_decision(&w, &d, secs);
     r.rss_before_solve_mb = rss_before;
     r.peak_rss_mb = proc_status_mb("VmHWM:");
+    r.prepare_seconds = Some(prepare);
+    r.heap = Some(HeapFigures {
+        input_mb: mb(input),
+        prepared_mb: mb(prepared.saturating_sub(input)),
+        solve_peak_mb: mb(solve_peak.saturating_sub(prepared)),
+        decision_mb: mb(after.saturating_sub(prepared)),
+        peak_mb: mb(peak_before.max(solve_peak)),
+    });
     if let Some(out) = out {
         let text = serde_json::to_string(&r).map_err(|e| e.to_string())?;
         std::fs::write(out, text).map_err(|e| format!("{out}: {e}"))?;

@@ -77,6 +77,29 @@ pub struct RunResult {
     /// Peak resident memory (MB) of the process after the solve (ours only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mb: Option<f64>,
+    /// Seconds spent in `Scheduler::new` (the pod-independent preparation, like Karpenter's
+    /// `NewScheduler`), not counted in `seconds` (ours only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_seconds: Option<f64>,
+    /// Live heap at each stage (ours only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap: Option<HeapFigures>,
+}
+
+/// Live heap bytes (MB) at the stages of a run, from a counting allocator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeapFigures {
+    /// The parsed workload: pods and engine instance types (the file text dropped).
+    pub input_mb: f64,
+    /// Added by `Scheduler::new` (its copy of the input and the preparation).
+    pub prepared_mb: f64,
+    /// The highest the solve raised the heap above where it started: the engine's state.
+    pub solve_peak_mb: f64,
+    /// Left after the solve: the Decision.
+    pub decision_mb: f64,
+    /// Highest live heap of the whole run, parsing included.
+    pub peak_mb: f64,
 }
 
 /// A `/proc/self/status` field in MB (`VmRSS`, `VmHWM`).
@@ -216,6 +239,8 @@ pub fn from_decision(w: &Workload, d: &Decision, seconds: f64) -> RunResult {
         ),
         rss_before_solve_mb: None,
         peak_rss_mb: None,
+        prepare_seconds: None,
+        heap: None,
     }
 }
 

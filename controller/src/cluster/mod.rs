@@ -124,7 +124,8 @@ pub struct Nomination {
 #[derive(Debug, Default, Clone)]
 pub struct Cluster {
     nodes: BTreeMap<String, Node>,
-    pods: BTreeMap<String, Pod>,
+    /// Boxed: a Pod is over 2 KB inline, and a map node holds eleven values.
+    pods: BTreeMap<String, Box<Pod>>,
     pods_by_node: HashMap<String, BTreeSet<String>>,
     pod_revisions: HashMap<String, u64>,
     provisioners: BTreeMap<String, Provisioner>,
@@ -191,7 +192,7 @@ impl Cluster {
                 }
                 self.revision += 1;
                 self.pod_revisions.insert(key.clone(), self.revision);
-                self.pods.insert(key, *p);
+                self.pods.insert(key, p);
             }
             Resource::Provisioner(p) => {
                 self.provisioners.insert(key, *p);
@@ -268,7 +269,7 @@ impl Cluster {
     }
 
     fn unlink_pod(&mut self, key: &str) {
-        if let Some(old) = self.pods.get(key).and_then(pods::node_name) {
+        if let Some(old) = self.pods.get(key).and_then(|p| pods::node_name(p)) {
             if let Some(set) = self.pods_by_node.get_mut(old) {
                 set.remove(key);
                 if set.is_empty() {
@@ -297,12 +298,12 @@ impl Cluster {
 
     /// A pod by `namespace/name`.
     pub fn pod(&self, key: &str) -> Option<&Pod> {
-        self.pods.get(key)
+        self.pods.get(key).map(|p| &**p)
     }
 
     /// Every pod, by key.
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
-        self.pods.values()
+        self.pods.values().map(|p| &**p)
     }
 
     /// The pods bound to a node, by key.
@@ -311,7 +312,7 @@ impl Cluster {
             .get(node)
             .into_iter()
             .flatten()
-            .filter_map(|k| self.pods.get(k))
+            .filter_map(|k| self.pod(k))
             .collect()
     }
 
@@ -370,7 +371,7 @@ impl Cluster {
     pub fn blocking_pdb(&self, pod: &Pod) -> Option<&PodDisruptionBudget> {
         self.pdbs
             .values()
-            .find(|b| pdb::selects(b, pod) && pdb::disruptions_allowed(b, self.pods.values()) <= 0)
+            .find(|b| pdb::selects(b, pod) && pdb::disruptions_allowed(b, self.pods()) <= 0)
     }
 
     /// Records that a pod was placed on a node without being bound yet.
@@ -423,7 +424,7 @@ impl Cluster {
             .filter(|(k, p)| {
                 pods::is_provisionable(p) && !self.nomination_holds(k, now, nomination_ttl)
             })
-            .map(|(_, p)| p)
+            .map(|(_, p)| &**p)
             .collect()
     }
 
@@ -500,7 +501,7 @@ impl Cluster {
                     self.nominations
                         .iter()
                         .filter(|(_, nom)| nom.node == nodes::name(n))
-                        .filter_map(|(k, _)| self.pods.get(k))
+                        .filter_map(|(k, _)| self.pod(k))
                         .filter(|p| pods::node_name(p).is_none())
                         .cloned(),
                 )

@@ -1,7 +1,7 @@
 //! Facts about a Pod that every loop asks: may it be provisioned for, is it a daemon, a static
 //! or a terminal pod, may it be evicted, is it critical.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus};
 
 use crate::scheduling::pod::tolerates;
 
@@ -143,6 +143,71 @@ pub fn has_do_not_evict(pod: &Pod) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+/// Annotation prefixes and keys a pod keeps in the controller's cache: Karpenter's own
+/// (`karpenter.sh/do-not-evict`) and the mirror-pod mark.
+const KEPT_ANNOTATIONS: &[&str] = &["karpenter.sh/", MIRROR_POD];
+
+/// Drops what no loop of the controller reads from a pod, to keep its cache small: containers
+/// keep only their name, resources, host ports and restart policy (sidecars), the spec keeps
+/// what scheduling and draining read (node name and selector, affinity, tolerations, topology
+/// spread, overhead, priority), the status its phase and conditions, and the annotations only
+/// [`KEPT_ANNOTATIONS`]. Volumes, env, probes, images and container statuses go. Every function
+/// of this module and the engine's `PodInfo` give the same answers on the slim pod.
+pub fn slim(pod: &mut Pod) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.retain(|k, _| KEPT_ANNOTATIONS.iter().any(|p| k.starts_with(p)));
+        if a.is_empty() {
+            pod.metadata.annotations = None;
+        }
+    }
+    if let Some(spec) = pod.spec.take() {
+        let containers = |cs: Vec<Container>| -> Vec<Container> {
+            shrunk(cs.into_iter().map(slim_container).collect())
+        };
+        pod.spec = Some(PodSpec {
+            containers: containers(spec.containers),
+            init_containers: spec.init_containers.map(containers),
+            node_name: spec.node_name,
+            node_selector: spec.node_selector,
+            affinity: spec.affinity,
+            tolerations: spec.tolerations.map(shrunk),
+            topology_spread_constraints: spec.topology_spread_constraints,
+            overhead: spec.overhead,
+            priority_class_name: spec.priority_class_name,
+            priority: spec.priority,
+            ..Default::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            conditions: status.conditions.map(shrunk),
+            ..Default::default()
+        });
+    }
+}
+
+fn slim_container(c: Container) -> Container {
+    let ports: Vec<ContainerPort> = c
+        .ports
+        .into_iter()
+        .flatten()
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .collect();
+    Container {
+        name: c.name,
+        resources: c.resources,
+        ports: (!ports.is_empty()).then_some(ports),
+        restart_policy: c.restart_policy,
+        ..Default::default()
+    }
+}
+
+fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +320,86 @@ mod tests {
         assert!(!has_do_not_evict(&p));
         p.metadata.annotations = Some([(DO_NOT_EVICT.to_string(), "true".to_string())].into());
         assert!(has_do_not_evict(&p));
+    }
+
+    /// A pod with what a real one carries: image, env, probes, volumes, a non-host port,
+    /// container statuses, annotations of other tools; and what the loops read.
+    fn rich() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u-1",
+                "labels": {"app": "web"},
+                "annotations": {DO_NOT_EVICT: "true", "prometheus.io/scrape": "true",
+                    "kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web", "uid": "rs"}]},
+            "spec": {
+                "priorityClassName": "system-cluster-critical", "priority": 2000000000,
+                "nodeSelector": {"kubernetes.io/arch": "arm64"},
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.kubernetes.io/zone",
+                        "operator": "In", "values": ["us-east-1a"]}]}]}}},
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web",
+                    "effect": "NoSchedule"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
+                "overhead": {"cpu": "10m"},
+                "initContainers": [{"name": "proxy", "image": "envoy", "restartPolicy": "Always",
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+                    {"name": "migrate", "image": "tool", "resources": {"requests": {"cpu": "2"}}}],
+                "containers": [{"name": "web", "image": "nginx:1.27",
+                    "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                    "ports": [{"containerPort": 80}, {"containerPort": 8080, "hostPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}}],
+                "volumes": [{"name": "data", "emptyDir": {}}]},
+            "status": {"phase": "Pending", "qosClass": "Burstable",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+                "containerStatuses": [{"name": "web", "image": "nginx:1.27", "imageID": "",
+                    "ready": false, "restartCount": 0}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_slim_pod_answers_every_question_as_the_full_one() {
+        let full = rich();
+        let mut thin = full.clone();
+        slim(&mut thin);
+        let info = |p: &Pod| crate::scheduling::PodInfo::from_pod(p).unwrap();
+        assert_eq!(info(&thin), info(&full));
+        assert_eq!(info(&thin).host_ports.len(), 1);
+        for check in [
+            is_provisionable,
+            needs_eviction,
+            has_do_not_evict,
+            is_critical,
+            is_static_pod,
+            is_daemonset_pod,
+            counts_against_emptiness,
+            tolerates_unschedulable,
+        ] {
+            assert_eq!(check(&thin), check(&full));
+        }
+        assert_eq!(key(&thin), key(&full));
+        assert_eq!(thin.metadata.labels, full.metadata.labels);
+        assert_eq!(
+            thin.metadata.owner_references,
+            full.metadata.owner_references
+        );
+        // What no loop reads is gone.
+        let spec = thin.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none());
+        assert!(spec.containers[0].env.is_none() && spec.containers[0].image.is_none());
+        assert!(spec.containers[0].readiness_probe.is_none());
+        assert!(thin.status.as_ref().unwrap().container_statuses.is_none());
+        let annotations = thin.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), [DO_NOT_EVICT]);
+        // A mirror pod stays one.
+        let mut mirror = full.clone();
+        mirror.metadata.annotations = Some([(MIRROR_POD.to_string(), "x".to_string())].into());
+        slim(&mut mirror);
+        assert!(is_static_pod(&mirror));
     }
 }

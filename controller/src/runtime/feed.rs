@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
 
 use crate::api::{AWSNodeTemplate, Provisioner};
-use crate::cluster::{Kind, Resource, SharedCluster};
+use crate::cluster::{pods, Kind, Resource, SharedCluster};
 
 /// What the feeds report: when every kind has listed once, and a wake-up on every change.
 #[derive(Clone)]
@@ -27,11 +27,15 @@ pub struct FeedSignals {
     pub changed: Arc<Notify>,
 }
 
+/// Objects per page of a watch's initial list.
+const LIST_PAGE: u32 = 100;
+
 /// The annotation `kubectl apply` keeps its last input in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Wraps an object for the index, without what the controller never reads and what takes
-/// much of a cached object's size: `managedFields` and kubectl's last-applied copy.
+/// much of a cached object's size: `managedFields` and kubectl's last-applied copy (and, for
+/// Pods, everything [`pods::slim`] drops; for Nodes, the kubelet's image list).
 fn wrap<K: kube::Resource + 'static>(
     f: fn(Box<K>) -> Resource,
 ) -> impl Fn(K) -> Resource + Send + Copy {
@@ -63,8 +67,17 @@ pub fn start(client: Client, cluster: SharedCluster) -> FeedSignals {
             ));
         };
     }
-    feed!(Pod, Kind::Pod, Resource::Pod);
-    feed!(Node, Kind::Node, Resource::Node);
+    feed!(Pod, Kind::Pod, |mut p: Box<Pod>| {
+        pods::slim(&mut p);
+        Resource::Pod(p)
+    });
+    feed!(Node, Kind::Node, |mut n: Box<Node>| {
+        // The kubelet lists every image it holds; no loop reads them.
+        if let Some(status) = n.status.as_mut() {
+            status.images = None;
+        }
+        Resource::Node(n)
+    });
     feed!(Provisioner, Kind::Provisioner, Resource::Provisioner);
     feed!(AWSNodeTemplate, Kind::NodeTemplate, Resource::NodeTemplate);
     feed!(DaemonSet, Kind::DaemonSet, Resource::DaemonSet);
@@ -98,7 +111,9 @@ async fn run<K>(
 ) where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    // Pages of 100 rather than 500: a page is deserialized whole before its objects are
+    // slimmed, and the smaller the page, the less the list leaves behind in the allocator.
+    let mut stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .boxed();
     let mut relist: Vec<Resource> = Vec::new();

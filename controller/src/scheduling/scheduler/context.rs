@@ -3,11 +3,88 @@
 
 use super::*;
 
+// === impl Prepared ===
+
+impl Prepared {
+    /// Each provisioner's requirements and compatible types, the absent label keys and the
+    /// types' resource names.
+    pub(super) fn new(input: &SchedulerInput) -> Self {
+        let all_types = || {
+            input.instance_types.iter().chain(
+                input
+                    .instance_types_by_provisioner
+                    .values()
+                    .flat_map(|v| v.iter()),
+            )
+        };
+        let absent_keys: Vec<String> = optional_label_keys(all_types())
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let type_resources = all_types()
+            .flat_map(|t| t.capacity.keys().cloned())
+            .collect();
+        let provs = input
+            .provisioners
+            .iter()
+            .map(|p| {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let mut reqs = Requirements::from_api(&p.spec.requirements).map_err(|source| {
+                    SchedulingError::Provisioner {
+                        provisioner: name.clone(),
+                        source,
+                    }
+                })?;
+                for (k, v) in &p.spec.labels {
+                    reqs.add(labels::normalize(k), ValueSet::is_in([v.clone()]));
+                }
+                reqs.add(labels::PROVISIONER_NAME, ValueSet::is_in([name.clone()]));
+                let list: &[InstanceType] = match input.instance_types_by_provisioner.get(&name) {
+                    Some(list) => list,
+                    None => &input.instance_types,
+                };
+                let compatible = list
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| compatible_with_absent(t, &reqs, &absent_keys))
+                    .map(|(pos, _)| pos)
+                    .collect();
+                Ok(PreparedProv { reqs, compatible })
+            })
+            .collect();
+        Prepared {
+            absent_keys,
+            type_resources,
+            provs,
+        }
+    }
+}
+
+/// Whether a type, with `DoesNotExist` for the absent keys it lacks, is compatible with the
+/// requirements. Adding `DoesNotExist` only narrows a type, so a type ruled out as given stays
+/// ruled out and is not copied.
+fn compatible_with_absent(t: &InstanceType, reqs: &Requirements, absent_keys: &[String]) -> bool {
+    if !t.compatible(reqs) {
+        return false;
+    }
+    if absent_keys.iter().all(|k| t.requirements.has_key(k)) {
+        return true;
+    }
+    let mut marked = t.clone();
+    for k in absent_keys {
+        if !marked.requirements.has_key(k) {
+            marked.requirements.add(k, ValueSet::does_not_exist());
+        }
+    }
+    marked.compatible(reqs)
+}
+
 // === impl Ctx ===
 
 impl<'a> Ctx<'a> {
     pub(super) fn build(
         input: &'a SchedulerInput,
+        prepared: &'a Prepared,
         infos: &[PodInfo],
         namespaces: &BTreeSet<String>,
     ) -> Result<Self, SchedulingError> {
@@ -24,15 +101,7 @@ impl<'a> Ctx<'a> {
         for i in infos {
             names.extend(i.requests.keys().cloned());
         }
-        let all_types = input.instance_types.iter().chain(
-            input
-                .instance_types_by_provisioner
-                .values()
-                .flat_map(|v| v.iter()),
-        );
-        for t in all_types {
-            names.extend(t.capacity.keys().cloned());
-        }
+        names.extend(prepared.type_resources.iter().cloned());
         let res_names: Vec<String> = names.into_iter().collect();
         let res_index: HashMap<String, usize> = res_names
             .iter()
@@ -52,23 +121,16 @@ impl<'a> Ctx<'a> {
         // A label that some instance types define and another lacks is absent on the latter
         // (`DoesNotExist`), as Karpenter's cloud providers state it; otherwise `Exists` on,
         // say, a GPU label would match every type without GPUs.
-        let absent_keys: BTreeSet<&str> = optional_label_keys(
-            input.instance_types.iter().chain(
-                input
-                    .instance_types_by_provisioner
-                    .values()
-                    .flat_map(|v| v.iter()),
-            ),
-        );
+        let absent_keys = &prepared.absent_keys;
         // The absent keys are added only to the types a provisioner may use (cloning the whole
-        // catalog for every round was most of a small round's time). Adding `DoesNotExist`
-        // only narrows a type, so a type the provisioner rules out as given stays ruled out.
+        // catalog for every round was most of a small round's time); a catalog built with
+        // `mark_absent_labels` needs no copy at all.
         let with_absent = |t: &mut Cow<'a, InstanceType>| {
             if absent_keys.iter().all(|k| t.requirements.has_key(k)) {
                 return;
             }
             let owned = t.to_mut();
-            for k in &absent_keys {
+            for k in absent_keys {
                 if !owned.requirements.has_key(k) {
                     owned.requirements.add(k, ValueSet::does_not_exist());
                 }
@@ -87,18 +149,10 @@ impl<'a> Ctx<'a> {
             .collect();
 
         let mut provs = Vec::new();
-        for p in &input.provisioners {
+        for (p, prep) in input.provisioners.iter().zip(&prepared.provs) {
             let name = p.metadata.name.clone().unwrap_or_default();
-            let mut reqs = Requirements::from_api(&p.spec.requirements).map_err(|source| {
-                SchedulingError::Provisioner {
-                    provisioner: name.clone(),
-                    source,
-                }
-            })?;
-            for (k, v) in &p.spec.labels {
-                reqs.add(labels::normalize(k), ValueSet::is_in([v.clone()]));
-            }
-            reqs.add(labels::PROVISIONER_NAME, ValueSet::is_in([name.clone()]));
+            let prep = prep.as_ref().map_err(Clone::clone)?;
+            let reqs = prep.reqs.clone();
             let type_idx = match input.instance_types_by_provisioner.get(&name) {
                 Some(list) => {
                     let start = types.len();
@@ -119,16 +173,15 @@ impl<'a> Ctx<'a> {
             let mut alloc = Vec::new();
             let mut alloc_raw = Vec::new();
             let mut cap = Vec::new();
-            for &ti in &type_idx {
-                if !types[ti].compatible(&reqs) {
-                    continue;
-                }
+            // Only the types `Scheduler::new` found compatible (with the absent marks).
+            for ti in prep
+                .compatible
+                .iter()
+                .filter_map(|&pos| type_idx.get(pos).copied())
+            {
                 if !augmented[ti] {
                     with_absent(&mut types[ti]);
                     augmented[ti] = true;
-                    if !types[ti].compatible(&reqs) {
-                        continue;
-                    }
                 }
                 let t: &InstanceType = &types[ti];
                 let raw = dense(&t.allocatable(kubelet.as_ref()), &res_index, n);

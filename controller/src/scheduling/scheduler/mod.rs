@@ -100,17 +100,44 @@ pub struct SchedulerInput {
 }
 
 /// The packing engine for one round.
+///
+/// [`Scheduler::new`] does the work that depends only on the provisioners and the instance
+/// types (each provisioner's requirements and the types compatible with them, the label keys
+/// some types lack, the resource names the types define), as Karpenter's `NewScheduler` does;
+/// [`Scheduler::solve`] does the rest, for the pods it is given.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     input: SchedulerInput,
+    prepared: Prepared,
+}
+
+/// What [`Scheduler::new`] computes once for every solve.
+#[derive(Debug, Clone)]
+struct Prepared {
+    /// Label keys that some of the instance types define, except architecture and type name:
+    /// a type lacking one has `DoesNotExist` for it.
+    absent_keys: Vec<String>,
+    /// The capacity resource names of every instance type.
+    type_resources: BTreeSet<String>,
+    /// Per provisioner (input order): its requirements and the positions, in its instance
+    /// type list, of the types compatible with them; or why its requirements are invalid.
+    provs: Vec<Result<PreparedProv, SchedulingError>>,
+}
+
+#[derive(Debug, Clone)]
+struct PreparedProv {
+    reqs: Requirements,
+    /// Positions in the provisioner's list (its own, or the shared one).
+    compatible: Vec<usize>,
 }
 
 // === impl Scheduler ===
 
 impl Scheduler {
-    /// A scheduler over the given inputs.
+    /// A scheduler over the given inputs; prepares what does not depend on the pods.
     pub fn new(input: SchedulerInput) -> Self {
-        Scheduler { input }
+        let prepared = Prepared::new(&input);
+        Scheduler { input, prepared }
     }
 
     /// Packs the pending pods and returns the decision.
@@ -139,7 +166,7 @@ impl Scheduler {
         for info in infos.iter_mut().filter(|i| i.has_namespace_selector()) {
             info.resolve_namespaces(&self.input.namespaces, &known);
         }
-        let ctx = Ctx::build(&self.input, &infos, &known)?;
+        let ctx = Ctx::build(&self.input, &self.prepared, &infos, &known)?;
         let mut state = State::new(&ctx)?;
         state.run(&ctx, &infos);
         // A node planned late (for other pods) can become a spread domain that pods placed
