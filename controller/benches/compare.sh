@@ -62,14 +62,20 @@ table() {
 import collections, json, os, platform, statistics, subprocess, sys
 tsv, out, cores = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = collections.defaultdict(list)   # (kind, workload, engine, threads) -> [(pps, nodes, price)]
+prep = collections.defaultdict(list)   # workload -> our Scheduler::new seconds
 if os.path.exists(tsv):
     for line in open(tsv):
-        kind, wl, eng, thr, pps, nodes, price = line.rstrip("\n").split("\t")
+        parts = line.rstrip("\n").split("\t")
+        kind, wl, eng, thr, pps, nodes, price = parts[:7]
         rows[(kind, wl, eng, int(thr))].append((float(pps), int(float(nodes)), float(price)))
+        if eng == "ours" and len(parts) > 7 and parts[7]:
+            prep[wl].append(float(parts[7]))
 def med(key):
     s = rows.get(key)
     if not s: return None
     return statistics.median(x[0] for x in s), s[0][1], s[0][2], len(s)
+def prep_ms(wl):
+    return f"{statistics.median(prep[wl]) * 1000:.2f}" if prep.get(wl) else "-"
 checks = {}
 cpath = os.path.join(out, "checks.tsv")
 if os.path.exists(cpath):
@@ -85,9 +91,10 @@ go = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.st
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
 print(f"machine: {cpu}, {cores} cores, {platform.system()} {platform.release()}; {go}; "
       f"Karpenter sigs.k8s.io/karpenter v1.14.1; ours {rustc}, release, single-threaded")
-print("pods/s: median of N processes (N in brackets); nodes and $/h of the first; "
+print("pods/s: median of N processes (N in brackets), solve only; ours new ms: our Scheduler::new (median), "
+      "which, like Karpenter's NewScheduler, is not timed; nodes and $/h of the first; "
       "K1 = Karpenter GOMAXPROCS=1, K%d = GOMAXPROCS=%d" % (cores, cores))
-hdr = ("workload", "ours pods/s", "K1 pods/s", f"K{cores} pods/s", "ours/K1", f"ours/K{cores}",
+hdr = ("workload", "ours pods/s", "ours new ms", "K1 pods/s", f"K{cores} pods/s", "ours/K1", f"ours/K{cores}",
        "ours nodes", "K nodes", "ours $/h", "K $/h", "$ ours/K", "check ours/K")
 lines = []
 wls = []
@@ -103,7 +110,7 @@ for wl in wls:
     kk = kn or k1
     r = lambda a, b: None if a is None or b is None else a[0] / b[0]
     lines.append((wl,
-        f"{fmt(o and o[0])} [{o[3] if o else 0}]", f"{fmt(k1 and k1[0])} [{k1[3] if k1 else 0}]",
+        f"{fmt(o and o[0])} [{o[3] if o else 0}]", prep_ms(wl), f"{fmt(k1 and k1[0])} [{k1[3] if k1 else 0}]",
         f"{fmt(kn and kn[0])} [{kn[3] if kn else 0}]", fmtr(r(o, k1)), fmtr(r(o, kn)),
         fmt(o and o[1]), fmt(kk and kk[1]), fmt(o and o[2], 2), fmt(kk and kk[2], 2),
         "-" if not (o and kk and kk[2]) else f"{o[2] / kk[2]:.3f}",
@@ -148,7 +155,7 @@ fi
 
 record() { # kind workload engine threads json-line
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" \
-    "$(printf '%s' "$5" | jq -r '[.podsPerSecond, .nodeCount, .pricePerHour] | @tsv')" >> "$TSV"
+    "$(printf '%s' "$5" | jq -r '[.podsPerSecond, .nodeCount, .pricePerHour, (.prepareSeconds // "")] | @tsv')" >> "$TSV"
 }
 
 checked() { # workload engine threads file result: the checker's verdict into checks.tsv
