@@ -1,11 +1,13 @@
 //! Our engine on a workload file, the same file that the Go harness over Karpenter's scheduler
 //! reads (`tests/controlplane/karpenter-bench/`), and the independent checker for either
 //! engine's result. `controller/benches/compare.sh` drives both and prints the table.
+//! `repeat` solves one workload N times in one process, for profiling.
 //!
 //! ```sh
 //! cargo bench -p karpenter --no-default-features --bench workload -- dump DIR
 //! cargo bench -p karpenter --no-default-features --bench workload -- run FILE [--out RESULT]
 //! cargo bench -p karpenter --no-default-features --bench workload -- check FILE RESULT
+//! cargo bench -p karpenter --no-default-features --bench workload -- repeat FILE N
 //! ```
 //!
 //! `dump` writes the workloads: Karpenter's five pod classes at 1,000 to 20,000 pods and its
@@ -322,6 +324,35 @@ fn run(path: &str, out: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Solves a workload `n` times in one process (one `Scheduler::new`) and prints the median
+/// and fastest solve, for profiling; the comparison uses `run`, one solve per process.
+fn repeat(path: &str, n: &str) -> Result<(), String> {
+    let n: usize = n.parse().map_err(|_| format!("{n}: not a count"))?;
+    let w: Workload = read_json(path)?;
+    let scheduler = Scheduler::new(SchedulerInput {
+        provisioners: vec![w.provisioner()],
+        instance_types: w.engine_types()?,
+        options: SchedulerOptions::default(),
+        ..Default::default()
+    });
+    let mut secs = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let start = Instant::now();
+        let d = scheduler.solve(&w.pods).map_err(|e| e.to_string())?;
+        secs.push(start.elapsed().as_secs_f64());
+        drop(d);
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "{}: {} solves, median {:.1} us, fastest {:.1} us",
+        w.name,
+        secs.len(),
+        secs[secs.len() / 2] * 1e6,
+        secs[0] * 1e6
+    );
+    Ok(())
+}
+
 fn check_file(path: &str, result: &str) -> Result<bool, String> {
     let w: Workload = read_json(path)?;
     let r: RunResult = read_json(result)?;
@@ -356,7 +387,11 @@ fn main() {
         ["run", file] => run(file, None).map(|_| true),
         ["run", file, "--out", out] => run(file, Some(out)).map(|_| true),
         ["check", file, result] => check_file(file, result),
-        _ => Err("usage: workload dump DIR | run FILE [--out RESULT] | check FILE RESULT".into()),
+        ["repeat", file, n] => repeat(file, n).map(|_| true),
+        _ => Err(
+            "usage: workload dump DIR | run FILE [--out RESULT] | check FILE RESULT | repeat FILE N"
+                .into(),
+        ),
     };
     match res {
         Ok(true) => {}

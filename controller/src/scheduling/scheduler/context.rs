@@ -276,8 +276,32 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        let (existing_states, notes) =
-            existing_states(input, &provs, &types, &ds_infos, &res_index)?;
+        // Existing pods, converted once: for the nodes' used capacity and for topology counts.
+        let mut existing_infos: Vec<Vec<PodInfo>> = input
+            .existing_nodes
+            .iter()
+            .map(|e| {
+                e.pods
+                    .iter()
+                    .filter_map(|p| PodInfo::from_pod(p).ok())
+                    .collect()
+            })
+            .collect();
+        for info in existing_infos
+            .iter_mut()
+            .flatten()
+            .filter(|i| i.has_namespace_selector())
+        {
+            info.resolve_namespaces(&input.namespaces, namespaces);
+        }
+        let (existing_states, notes) = existing_states(
+            input,
+            &existing_infos,
+            &provs,
+            &types,
+            &ds_infos,
+            &res_index,
+        )?;
         let mut order: Vec<usize> = (0..provs.len()).collect();
         order.sort_by(|a, b| {
             let wa = input.provisioners[*a].weight();
@@ -379,23 +403,6 @@ impl<'a> Ctx<'a> {
                 touches_topology: false,
                 cache: 0,
             });
-        }
-        let mut existing_infos: Vec<Vec<PodInfo>> = input
-            .existing_nodes
-            .iter()
-            .map(|e| {
-                e.pods
-                    .iter()
-                    .filter_map(|p| PodInfo::from_pod(p).ok())
-                    .collect()
-            })
-            .collect();
-        for info in existing_infos
-            .iter_mut()
-            .flatten()
-            .filter(|i| i.has_namespace_selector())
-        {
-            info.resolve_namespaces(&input.namespaces, namespaces);
         }
         for pods in &existing_infos {
             for p in pods {
@@ -572,6 +579,7 @@ fn owned_by(pod: &Pod, ds: &DaemonSet) -> bool {
 /// `startupTaints` and the ephemeral not-ready taints do not keep pods off it.
 fn existing_states(
     input: &SchedulerInput,
+    existing_infos: &[Vec<PodInfo>],
     provs: &[Prov],
     types: &[Cow<'_, InstanceType>],
     ds_infos: &[(&DaemonSet, PodInfo)],
@@ -659,14 +667,12 @@ fn existing_states(
         }
         let mut used = vec![0; n];
         let mut ports = Vec::new();
-        for p in &e.pods {
-            if let Ok(info) = PodInfo::from_pod(p) {
-                let d = dense(&info.requests, res_index, n);
-                for (x, y) in used.iter_mut().zip(&d) {
-                    *x += y;
-                }
-                ports.extend(info.host_ports.iter().cloned());
+        for info in existing_infos.get(i).into_iter().flatten() {
+            let d = dense(&info.requests, res_index, n);
+            for (x, y) in used.iter_mut().zip(&d) {
+                *x += y;
             }
+            ports.extend(info.host_ports.iter().cloned());
         }
         let mut labels_h = node_labels;
         labels_h
