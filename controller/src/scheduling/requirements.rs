@@ -168,6 +168,34 @@ impl ValueSet {
         out
     }
 
+    /// Whether the intersection with `other` is non-empty: `!self.intersect(other).is_empty()`
+    /// without building it.
+    pub fn overlaps(&self, other: &ValueSet) -> bool {
+        match (self.complement, other.complement) {
+            (true, true) => {
+                let g = match (self.greater_than, other.greater_than) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                let l = match (self.less_than, other.less_than) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                !matches!((g, l), (Some(g), Some(l)) if l.saturating_sub(g) <= 1)
+            }
+            (true, false) => other.values.iter().any(|v| self.has(v)),
+            (false, true) => self.values.iter().any(|v| other.has(v)),
+            (false, false) => {
+                let (small, large) = if self.values.len() <= other.values.len() {
+                    (&self.values, &other.values)
+                } else {
+                    (&other.values, &self.values)
+                };
+                small.iter().any(|v| large.contains(v))
+            }
+        }
+    }
+
     /// A single value when the set has exactly one.
     pub fn single(&self) -> Option<&str> {
         match (self.complement, self.values.len()) {
@@ -248,6 +276,9 @@ impl Requirements {
     /// Adds (intersects) a set for a key.
     pub fn add(&mut self, key: &str, set: ValueSet) {
         match self.map.get_mut(key) {
+            // Intersecting a set with itself changes nothing (and is the common case when
+            // requirements are combined with a copy of themselves).
+            Some(existing) if *existing == set => {}
             Some(existing) => *existing = existing.intersect(&set),
             None => {
                 self.map.insert(key.to_string(), set);
@@ -258,7 +289,13 @@ impl Requirements {
     /// Adds every requirement of `other`.
     pub fn add_all(&mut self, other: &Requirements) {
         for (k, v) in &other.map {
-            self.add(k, v.clone());
+            match self.map.get_mut(k.as_str()) {
+                Some(existing) if existing == v => {}
+                Some(existing) => *existing = existing.intersect(v),
+                None => {
+                    self.map.insert(k.clone(), v.clone());
+                }
+            }
         }
     }
 
@@ -303,7 +340,7 @@ impl Requirements {
         for (key, a) in small {
             let Some(b) = large.get(key) else { continue };
             let (existing, inc) = if incoming_is_small { (b, a) } else { (a, b) };
-            if existing.intersect(inc).is_empty() {
+            if !existing.overlaps(inc) {
                 let neg = |s: &ValueSet| matches!(s.operator(), "NotIn" | "DoesNotExist");
                 if neg(inc) && neg(existing) {
                     continue;
@@ -399,6 +436,11 @@ mod tests {
         fn intersection_commutes(a in arb_set(), b in arb_set()) {
             prop_assert_eq!(members(&a.intersect(&b)), members(&b.intersect(&a)));
             prop_assert_eq!(a.intersect(&b).is_empty(), b.intersect(&a).is_empty());
+        }
+
+        #[test]
+        fn overlaps_is_a_non_empty_intersection(a in arb_set(), b in arb_set()) {
+            prop_assert_eq!(a.overlaps(&b), !a.intersect(&b).is_empty());
         }
 
         #[test]

@@ -43,13 +43,21 @@ impl Prepared {
                     Some(list) => list,
                     None => &input.instance_types,
                 };
-                let compatible = list
+                let compatible: Vec<usize> = list
                     .iter()
                     .enumerate()
                     .filter(|(_, t)| compatible_with_absent(t, &reqs, &absent_keys))
                     .map(|(pos, _)| pos)
                     .collect();
-                Ok(PreparedProv { reqs, compatible })
+                let keys: BTreeSet<&str> = compatible
+                    .iter()
+                    .flat_map(|&pos| list[pos].labels.keys().map(String::as_str))
+                    .collect();
+                Ok(PreparedProv {
+                    reqs,
+                    compatible,
+                    type_label_keys: keys.into_iter().map(str::to_string).collect(),
+                })
             })
             .collect();
         Prepared {
@@ -186,20 +194,21 @@ impl<'a> Ctx<'a> {
                 let t: &InstanceType = &types[ti];
                 let raw = dense(&t.allocatable(kubelet.as_ref()), &res_index, n);
                 let mut a = raw.clone();
-                let node_reqs = reqs.intersection(&t.requirements);
-                for d in &ds_for {
-                    let dreqs = d.node_selector.clone();
-                    let ok = node_reqs.compatible(&dreqs).is_ok()
-                        && d.required_terms.first().is_none_or(|r| {
-                            d.required_terms
-                                .iter()
-                                .chain(std::iter::once(r))
-                                .any(|r| node_reqs.compatible(r).is_ok())
-                        });
-                    if ok {
-                        let dr = dense(&d.requests, &res_index, n);
-                        for (x, y) in a.iter_mut().zip(&dr) {
-                            *x -= y;
+                // The node's requirements are built only when a DaemonSet may land on it:
+                // intersecting for every type was a large part of a round without any.
+                if !ds_for.is_empty() {
+                    let node_reqs = reqs.intersection(&t.requirements);
+                    for d in &ds_for {
+                        let ok = node_reqs.compatible(&d.node_selector).is_ok()
+                            && (d.required_terms.is_empty()
+                                || d.required_terms
+                                    .iter()
+                                    .any(|r| node_reqs.compatible(r).is_ok()));
+                        if ok {
+                            let dr = dense(&d.requests, &res_index, n);
+                            for (x, y) in a.iter_mut().zip(&dr) {
+                                *x -= y;
+                            }
                         }
                     }
                 }
@@ -217,10 +226,7 @@ impl<'a> Ctx<'a> {
                 }
                 v
             });
-            let type_label_keys = type_list
-                .iter()
-                .flat_map(|&t: &usize| types[t].labels.keys().cloned())
-                .collect();
+            let type_label_keys = prep.type_label_keys.clone();
             let blocked = if p.metadata.deletion_timestamp.is_some() {
                 Some(Blocked::Deleting)
             } else {
@@ -347,16 +353,24 @@ impl<'a> Ctx<'a> {
             }
         }
 
-        // Pod classes: identical scheduling-relevant content shares a class.
-        let mut class_of: HashMap<String, usize> = HashMap::new();
+        // Pod classes: identical scheduling-relevant content shares a class. Classes are
+        // found by hash, then compared in full.
+        let mut class_of: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut class_info: Vec<usize> = Vec::new();
         let mut pod_class = Vec::with_capacity(infos.len());
         for (i, info) in infos.iter().enumerate() {
-            let key = class_key(info);
-            let c = *class_of.entry(key).or_insert_with(|| {
-                class_info.push(i);
-                class_info.len() - 1
-            });
+            let bucket = class_of.entry(class_hash(info)).or_default();
+            let c = match bucket
+                .iter()
+                .find(|&&c| same_class(&infos[class_info[c]], info))
+            {
+                Some(&c) => c,
+                None => {
+                    class_info.push(i);
+                    bucket.push(class_info.len() - 1);
+                    class_info.len() - 1
+                }
+            };
             pod_class.push(c);
         }
 
@@ -394,8 +408,10 @@ impl<'a> Ctx<'a> {
                     owns_inverse.push(intern(t, true, &mut groups));
                 }
             }
+            let requests = dense(&info.requests, &res_index, n);
             classes.push(Class {
-                requests: dense(&info.requests, &res_index, n),
+                requested: (0..n).filter(|&r| requests[r] != 0).collect(),
+                requests,
                 selected_by: Vec::new(),
                 inverse_selected_by: Vec::new(),
                 owns_inverse,
@@ -413,7 +429,10 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        let mut cache_ids: HashMap<String, usize> = HashMap::new();
+        // Equivalence ids, numbered in order of first appearance: equal shapes with the same
+        // group memberships. Found by hash, then compared in full.
+        let mut cache_ids: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut next_id = 0;
         for (ci, &rep) in class_info.iter().enumerate() {
             let info = &infos[rep];
             for (gi, g) in groups.iter().enumerate() {
@@ -430,15 +449,27 @@ impl<'a> Ctx<'a> {
                 || !c.inverse_selected_by.is_empty()
                 || !c.term_groups.is_empty()
                 || !c.owns_inverse.is_empty();
-            let key = format!(
-                "{}|{:?}|{:?}|{:?}",
-                shape_key(info),
-                c.selected_by,
-                c.inverse_selected_by,
-                c.owns_inverse
-            );
-            let next = cache_ids.len();
-            c.cache = *cache_ids.entry(key).or_insert(next);
+            let mut h = std::hash::DefaultHasher::new();
+            shape_hash(info, &mut h);
+            (&c.selected_by, &c.inverse_selected_by, &c.owns_inverse).hash(&mut h);
+            let bucket = cache_ids.entry(h.finish()).or_default();
+            let (head, tail) = classes.split_at_mut(ci);
+            let c = &mut tail[0];
+            let same = bucket.iter().copied().find(|&other| {
+                let o = &head[other];
+                o.selected_by == c.selected_by
+                    && o.inverse_selected_by == c.inverse_selected_by
+                    && o.owns_inverse == c.owns_inverse
+                    && same_shape(&infos[class_info[other]], info)
+            });
+            c.cache = match same {
+                Some(other) => head[other].cache,
+                None => {
+                    bucket.push(ci);
+                    next_id += 1;
+                    next_id - 1
+                }
+            };
         }
         // Count existing pods.
         for (ni, (e, pods)) in input.existing_nodes.iter().zip(&existing_infos).enumerate() {
@@ -708,6 +739,8 @@ fn existing_states(
             pods: Vec::new(),
             ports,
             limit_max: Vec::new(),
+            options_hold_used: false,
+            floor: Vec::new(),
         });
     }
     let mut notes = Vec::new();

@@ -401,19 +401,29 @@ impl State {
             return None;
         }
         let mut out: Vec<NodeState> = Vec::new();
+        // Per node, the class shapes (equivalence ids) that did not fit it: a node only fills
+        // and narrows, so they never will, and the pods are sorted by size, not by shape.
+        let mut refused: Vec<Vec<usize>> = Vec::new();
         for &p in pods {
             let info = &infos[p];
             let class = ctx.pod_class[p];
+            let shape = ctx.classes[class].cache;
             let eff = self.effective(ctx, info, class, &Relax::default());
             let cm = self.default_compat(ctx, prov_i, class, &eff);
             let req = &ctx.classes[class].requests;
             let mut placed = false;
-            for n in out.iter_mut() {
-                if let Ok(u) = self.try_new(ctx, info, class, &eff, n, &cm, false) {
-                    apply(n, u, req, info);
-                    n.pods.push(p);
-                    placed = true;
-                    break;
+            for (n, refused) in out.iter_mut().zip(refused.iter_mut()) {
+                if refused.contains(&shape) {
+                    continue;
+                }
+                match self.try_new(ctx, info, class, &eff, n, &cm, false) {
+                    Ok(u) => {
+                        apply(n, u, req, info);
+                        n.pods.push(p);
+                        placed = true;
+                        break;
+                    }
+                    Err(_) => refused.push(shape),
                 }
             }
             if !placed {
@@ -422,6 +432,7 @@ impl State {
                 apply(&mut n, u, req, info);
                 n.pods.push(p);
                 out.push(n);
+                refused.push(Vec::new());
             }
         }
         Some(out)

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -129,6 +130,8 @@ struct PreparedProv {
     reqs: Requirements,
     /// Positions in the provisioner's list (its own, or the shared one).
     compatible: Vec<usize>,
+    /// Label keys the compatible types define.
+    type_label_keys: BTreeSet<String>,
 }
 
 // === impl Scheduler ===
@@ -239,6 +242,8 @@ struct Group {
 
 struct Class {
     requests: Res,
+    /// The resources (indices) the class requests a non-zero amount of.
+    requested: Vec<usize>,
     /// Groups (non-inverse) that select pods of this class.
     selected_by: Vec<usize>,
     /// Inverse groups whose selector selects pods of this class.
@@ -296,6 +301,12 @@ struct NodeState {
     ports: Vec<(String, String, i32)>,
     /// Max capacity over options, counted against limits.
     limit_max: Res,
+    /// Whether every option was checked to hold `used` in every resource (true once a pod
+    /// was added): a later pod then only needs checking in the resources it requests.
+    options_hold_used: bool,
+    /// A lower bound of the options' allocatable, per resource (empty when not known): a pod
+    /// within it fits every option, so the options need no scan.
+    floor: Res,
 }
 
 /// Why a pod did not fit a new node of a provisioner.
@@ -319,6 +330,8 @@ struct Update {
     reqs: Option<Requirements>,
     options: Vec<usize>,
     limit_max: Res,
+    /// See [`NodeState::floor`].
+    floor: Res,
 }
 
 /// Applies an update for a pod (without recording the pod itself).
@@ -327,6 +340,8 @@ fn apply(node: &mut NodeState, u: Update, req: &[i64], info: &PodInfo) {
         node.reqs = r;
     }
     node.options = u.options;
+    node.options_hold_used = true;
+    node.floor = u.floor;
     node.limit_max = u.limit_max;
     for (x, r) in node.used.iter_mut().zip(req) {
         *x += r;
@@ -398,6 +413,12 @@ fn fits(used: &[i64], req: &[i64], alloc: &[i64]) -> bool {
         .all(|((u, r), a)| *r == 0 || u + r <= *a)
 }
 
+/// [`fits_all`] for a node whose `used` already fits `alloc` in every resource: only the
+/// resources the pod requests (`requested`) can change the answer.
+fn fits_requested(used: &[i64], req: &[i64], alloc: &[i64], requested: &[usize]) -> bool {
+    requested.iter().all(|&r| used[r] + req[r] <= alloc[r])
+}
+
 /// Fit on a new node whose allocatable is already net of its DaemonSets: every resource is
 /// checked, so a type on which the DaemonSets alone do not fit (negative allocatable) takes
 /// no pod, whatever the pod requests.
@@ -429,26 +450,56 @@ fn existing_name(e: &ExistingNode, i: usize) -> String {
         .unwrap_or_else(|| format!("node-{i}"))
 }
 
-fn class_key(info: &PodInfo) -> String {
-    format!("{}|{:?}|{}", info.namespace, info.labels, shape_key(info))
+/// Hash of a pod's class: equal classes (see [`same_class`]) hash equal.
+fn class_hash(info: &PodInfo) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    info.namespace.hash(&mut h);
+    info.labels.hash(&mut h);
+    shape_hash(info, &mut h);
+    h.finish()
+}
+
+/// Feeds what [`same_shape`] compares into a hasher (tolerations by their strings).
+fn shape_hash(info: &PodInfo, h: &mut impl Hasher) {
+    info.requests.hash(h);
+    info.node_selector.hash(h);
+    info.required_terms.hash(h);
+    info.preferred_terms.hash(h);
+    for t in &info.tolerations {
+        (
+            &t.key,
+            &t.operator,
+            &t.value,
+            &t.effect,
+            t.toleration_seconds,
+        )
+            .hash(h);
+    }
+    info.host_ports.hash(h);
+    info.required_topology.hash(h);
+    info.soft_spreads.hash(h);
+    info.preferred_affinity.hash(h);
+    info.preferred_anti_affinity.hash(h);
+}
+
+/// Pods of one class have equal scheduling-relevant content: namespace, labels and shape.
+fn same_class(a: &PodInfo, b: &PodInfo) -> bool {
+    a.namespace == b.namespace && a.labels == b.labels && same_shape(a, b)
 }
 
 /// Everything but namespace and labels: pods with equal shapes and equal topology selection
 /// behave the same on every node.
-fn shape_key(info: &PodInfo) -> String {
-    format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-        info.requests,
-        info.node_selector,
-        info.required_terms,
-        info.preferred_terms,
-        info.tolerations,
-        info.host_ports,
-        info.required_topology,
-        info.soft_spreads,
-        info.preferred_affinity,
-        info.preferred_anti_affinity
-    )
+fn same_shape(a: &PodInfo, b: &PodInfo) -> bool {
+    a.requests == b.requests
+        && a.node_selector == b.node_selector
+        && a.required_terms == b.required_terms
+        && a.preferred_terms == b.preferred_terms
+        && a.tolerations == b.tolerations
+        && a.host_ports == b.host_ports
+        && a.required_topology == b.required_topology
+        && a.soft_spreads == b.soft_spreads
+        && a.preferred_affinity == b.preferred_affinity
+        && a.preferred_anti_affinity == b.preferred_anti_affinity
 }
 
 impl Group {

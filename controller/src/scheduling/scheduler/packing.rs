@@ -369,6 +369,8 @@ impl State {
             pods: Vec::new(),
             ports: Vec::new(),
             limit_max: vec![0; ctx.res_names.len()],
+            options_hold_used: false,
+            floor: Vec::new(),
         }
     }
 
@@ -424,6 +426,7 @@ impl State {
             self.check_topology(ctx, info, class, eff, node, &mut scratch, Some(None))?;
         }
         let req = &ctx.classes[class].requests;
+        let requested = &ctx.classes[class].requested;
         let mut reqs: Option<Requirements> = None;
         if !eff.reqs.is_empty() {
             let mut r = node.reqs.clone();
@@ -434,18 +437,42 @@ impl State {
         }
         let mut any_compat = false;
         let mut options: Vec<usize> = Vec::with_capacity(node.options.len());
-        for &o in &node.options {
-            if !compat[o] {
-                continue;
-            }
-            if let (Some(r), false) = (&reqs, fresh) {
-                if !ctx.types[prov.types[o]].compatible(r) {
+        // Every option holds `used`; when the options' floor holds this pod too, every option
+        // fits and, with nothing narrowing the requirements, stays: no scan.
+        let within_floor = node.options_hold_used
+            && !node.floor.is_empty()
+            && requested
+                .iter()
+                .all(|&r| node.used[r] + req[r] <= node.floor[r]);
+        let mut floor: Res;
+        if within_floor && reqs.is_none() && node.options.iter().all(|&o| compat[o]) {
+            any_compat = !node.options.is_empty();
+            options.extend_from_slice(&node.options);
+            floor = node.floor.clone();
+        } else {
+            floor = vec![i64::MAX; ctx.res_names.len()];
+            for &o in &node.options {
+                if !compat[o] {
                     continue;
                 }
-            }
-            any_compat = true;
-            if fits_all(&node.used, req, &prov.alloc[o]) {
-                options.push(o);
+                if let (Some(r), false) = (&reqs, fresh) {
+                    if !ctx.types[prov.types[o]].compatible(r) {
+                        continue;
+                    }
+                }
+                any_compat = true;
+                let alloc = &prov.alloc[o];
+                let fit = if node.options_hold_used {
+                    fits_requested(&node.used, req, alloc, requested)
+                } else {
+                    fits_all(&node.used, req, alloc)
+                };
+                if fit {
+                    options.push(o);
+                    for (f, a) in floor.iter_mut().zip(alloc) {
+                        *f = (*f).min(*a);
+                    }
+                }
             }
         }
         if !any_compat {
@@ -499,6 +526,7 @@ impl State {
             reqs,
             options,
             limit_max,
+            floor,
         })
     }
 
