@@ -215,11 +215,15 @@ impl InstanceType {
 pub fn optional_label_keys<'a>(
     types: impl IntoIterator<Item = &'a InstanceType>,
 ) -> BTreeSet<&'a str> {
-    types
-        .into_iter()
-        .flat_map(|t| t.labels.keys().map(String::as_str))
-        .filter(|k| !matches!(*k, labels::ARCH | labels::INSTANCE_TYPE))
-        .collect()
+    // Inserted one by one: a catalog repeats a few dozen keys thousands of times, and
+    // collecting would sort every repetition first.
+    let mut keys = BTreeSet::new();
+    for k in types.into_iter().flat_map(|t| t.labels.keys()) {
+        if !matches!(k.as_str(), labels::ARCH | labels::INSTANCE_TYPE) {
+            keys.insert(k.as_str());
+        }
+    }
+    keys
 }
 
 /// States, on each type of a catalog, that the labels other types define and it lacks are

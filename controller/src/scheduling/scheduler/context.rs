@@ -49,10 +49,10 @@ impl Prepared {
                     .filter(|(_, t)| compatible_with_absent(t, &reqs, &absent_keys))
                     .map(|(pos, _)| pos)
                     .collect();
-                let keys: BTreeSet<&str> = compatible
-                    .iter()
-                    .flat_map(|&pos| list[pos].labels.keys().map(String::as_str))
-                    .collect();
+                let mut keys: BTreeSet<&str> = BTreeSet::new();
+                for k in compatible.iter().flat_map(|&pos| list[pos].labels.keys()) {
+                    keys.insert(k);
+                }
                 Ok(PreparedProv {
                     reqs,
                     compatible,

@@ -1,6 +1,7 @@
 //! The price-improvement pass: balanced re-packing and re-splitting into cheaper nodes.
 
 use super::*;
+use crate::scheduling::instance_type::offering_allowed;
 
 // === impl State (improvement) ===
 
@@ -55,6 +56,35 @@ impl State {
         }
     }
 
+    /// In one pass over a type's offerings: whether an allowed spot offering is available,
+    /// and [`Self::option_price`] for spot and for on-demand.
+    fn own_prices(t: &InstanceType, reqs: &Requirements) -> (bool, f64, f64) {
+        let min = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.min(b)));
+        let (mut spot, mut on_demand, mut allowed_any, mut any) = (None, None, None, None);
+        let mut offers_spot = false;
+        for o in &t.offerings {
+            let allowed = o.available && offering_allowed(o, reqs);
+            let is_spot = o.capacity_type == labels::CAPACITY_TYPE_SPOT;
+            offers_spot |= allowed && is_spot;
+            let Some(p) = o.price else { continue };
+            any = min(any, p);
+            if allowed {
+                allowed_any = min(allowed_any, p);
+                if is_spot {
+                    spot = min(spot, p);
+                } else if o.capacity_type == labels::CAPACITY_TYPE_ON_DEMAND {
+                    on_demand = min(on_demand, p);
+                }
+            }
+        }
+        let fallback = allowed_any.or(any).unwrap_or(f64::MAX);
+        (
+            offers_spot,
+            spot.unwrap_or(fallback),
+            on_demand.unwrap_or(fallback),
+        )
+    }
+
     pub(super) fn node_capacity_type(ctx: &Ctx<'_>, node: &NodeState) -> String {
         Self::capacity_type_of(ctx, node.prov, &node.reqs, &node.options).to_string()
     }
@@ -85,19 +115,20 @@ impl State {
             .get_or_insert_with(|| {
                 let prov = &ctx.provs[pi];
                 let reqs = &prov.reqs;
-                let types = || prov.types.iter().map(|&t| &ctx.types[t]);
-                Rc::new(PriceTable {
+                let n = prov.types.len();
+                let mut table = PriceTable {
                     spot_allowed: reqs.allows(labels::CAPACITY_TYPE, labels::CAPACITY_TYPE_SPOT),
-                    offers_spot: types()
-                        .map(|t| t.has_offering(reqs, Some(labels::CAPACITY_TYPE_SPOT)))
-                        .collect(),
-                    spot: types()
-                        .map(|t| Self::option_price(t, reqs, labels::CAPACITY_TYPE_SPOT).0)
-                        .collect(),
-                    on_demand: types()
-                        .map(|t| Self::option_price(t, reqs, labels::CAPACITY_TYPE_ON_DEMAND).0)
-                        .collect(),
-                })
+                    offers_spot: Vec::with_capacity(n),
+                    spot: Vec::with_capacity(n),
+                    on_demand: Vec::with_capacity(n),
+                };
+                for &t in &prov.types {
+                    let (offers_spot, spot, on_demand) = Self::own_prices(&ctx.types[t], reqs);
+                    table.offers_spot.push(offers_spot);
+                    table.spot.push(spot);
+                    table.on_demand.push(on_demand);
+                }
+                Rc::new(table)
             })
             .clone()
     }
@@ -436,5 +467,44 @@ impl State {
             }
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::instance_types::{builtin_us_east_1, AwsCatalogOptions};
+
+    /// The one-pass prices equal the per-question helpers on the built-in catalog, under
+    /// requirements that allow everything, one zone, on-demand only, and a zone with no
+    /// offering (the fallbacks).
+    #[test]
+    fn own_prices_agree_with_option_price() {
+        let types = builtin_us_east_1(&AwsCatalogOptions::default()).unwrap();
+        let mut sets = vec![Requirements::new()];
+        let mut zone = Requirements::new();
+        zone.add(labels::ZONE, ValueSet::is_in(["us-east-1b"]));
+        sets.push(zone);
+        let mut od = Requirements::new();
+        od.add(labels::CAPACITY_TYPE, ValueSet::is_in(["on-demand"]));
+        sets.push(od);
+        let mut nowhere = Requirements::new();
+        nowhere.add(labels::ZONE, ValueSet::is_in(["mars-1a"]));
+        sets.push(nowhere);
+        for reqs in &sets {
+            for t in &types {
+                let (offers_spot, spot, on_demand) = State::own_prices(t, reqs);
+                assert_eq!(
+                    offers_spot,
+                    t.has_offering(reqs, Some(labels::CAPACITY_TYPE_SPOT)),
+                    "{}",
+                    t.name
+                );
+                let want_spot = State::option_price(t, reqs, labels::CAPACITY_TYPE_SPOT).0;
+                let want_od = State::option_price(t, reqs, labels::CAPACITY_TYPE_ON_DEMAND).0;
+                assert_eq!(spot.to_bits(), want_spot.to_bits(), "{} spot", t.name);
+                assert_eq!(on_demand.to_bits(), want_od.to_bits(), "{} od", t.name);
+            }
+        }
     }
 }
