@@ -141,8 +141,8 @@ impl ValueSet {
         }
     }
 
-    /// The intersection of two sets.
-    pub fn intersect(&self, other: &ValueSet) -> ValueSet {
+    /// The tighter of both sets' lower and upper bounds.
+    fn merged_bounds(&self, other: &ValueSet) -> (Option<i64>, Option<i64>) {
         let greater_than = match (self.greater_than, other.greater_than) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -151,6 +151,12 @@ impl ValueSet {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        (greater_than, less_than)
+    }
+
+    /// The intersection of two sets.
+    pub fn intersect(&self, other: &ValueSet) -> ValueSet {
+        let (greater_than, less_than) = self.merged_bounds(other);
         let mut out = match (self.complement, other.complement) {
             (true, true) => ValueSet {
                 complement: true,
@@ -173,15 +179,8 @@ impl ValueSet {
     pub fn overlaps(&self, other: &ValueSet) -> bool {
         match (self.complement, other.complement) {
             (true, true) => {
-                let g = match (self.greater_than, other.greater_than) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                let l = match (self.less_than, other.less_than) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                !matches!((g, l), (Some(g), Some(l)) if l.saturating_sub(g) <= 1)
+                let bounds = self.merged_bounds(other);
+                !matches!(bounds, (Some(g), Some(l)) if l.saturating_sub(g) <= 1)
             }
             (true, false) => other.values.iter().any(|v| self.has(v)),
             (false, true) => self.values.iter().any(|v| other.has(v)),
