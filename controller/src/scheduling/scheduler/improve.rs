@@ -432,8 +432,9 @@ impl State {
             return None;
         }
         let mut out: Vec<NodeState> = Vec::new();
-        // Per node, the class shapes (equivalence ids) that did not fit it: a node only fills
-        // and narrows, so they never will, and the pods are sorted by size, not by shape.
+        // Per node, the class shapes (equivalence ids) it had no room for: its use only grows
+        // and its options only narrow, so it never will (other refusals are not recorded: a
+        // pod joining can define a label key another pod's requirement needs).
         let mut refused: Vec<Vec<usize>> = Vec::new();
         for &p in pods {
             let info = &infos[p];
@@ -454,7 +455,8 @@ impl State {
                         placed = true;
                         break;
                     }
-                    Err(_) => refused.push(shape),
+                    Err(Fail::Resources) => refused.push(shape),
+                    Err(_) => {}
                 }
             }
             if !placed {
