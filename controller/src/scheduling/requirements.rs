@@ -2,6 +2,7 @@
 //! `DoesNotExist`, `Gt`, `Lt`), their intersection, and Karpenter's compatibility rule between
 //! what a node offers and what a pod asks for.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -274,13 +275,18 @@ impl Requirements {
 
     /// Adds (intersects) a set for a key.
     pub fn add(&mut self, key: &str, set: ValueSet) {
+        self.merge(key, Cow::Owned(set));
+    }
+
+    /// Intersects `set` into `key`'s, copying it only when the key is new. Intersecting a
+    /// set with itself changes nothing (the common case when requirements are combined with
+    /// a copy of themselves), so that is skipped.
+    fn merge(&mut self, key: &str, set: Cow<'_, ValueSet>) {
         match self.map.get_mut(key) {
-            // Intersecting a set with itself changes nothing (and is the common case when
-            // requirements are combined with a copy of themselves).
-            Some(existing) if *existing == set => {}
+            Some(existing) if *existing == *set => {}
             Some(existing) => *existing = existing.intersect(&set),
             None => {
-                self.map.insert(key.to_string(), set);
+                self.map.insert(key.to_string(), set.into_owned());
             }
         }
     }
@@ -288,13 +294,7 @@ impl Requirements {
     /// Adds every requirement of `other`.
     pub fn add_all(&mut self, other: &Requirements) {
         for (k, v) in &other.map {
-            match self.map.get_mut(k.as_str()) {
-                Some(existing) if existing == v => {}
-                Some(existing) => *existing = existing.intersect(v),
-                None => {
-                    self.map.insert(k.clone(), v.clone());
-                }
-            }
+            self.merge(k, Cow::Borrowed(v));
         }
     }
 

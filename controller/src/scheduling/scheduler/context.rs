@@ -739,7 +739,6 @@ fn existing_states(
             pods: Vec::new(),
             ports,
             limit_max: Vec::new(),
-            options_hold_used: false,
             floor: Vec::new(),
         });
     }

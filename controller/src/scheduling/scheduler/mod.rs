@@ -301,11 +301,10 @@ struct NodeState {
     ports: Vec<(String, String, i32)>,
     /// Max capacity over options, counted against limits.
     limit_max: Res,
-    /// Whether every option was checked to hold `used` in every resource (true once a pod
-    /// was added): a later pod then only needs checking in the resources it requests.
-    options_hold_used: bool,
-    /// A lower bound of the options' allocatable, per resource (empty when not known): a pod
-    /// within it fits every option, so the options need no scan.
+    /// A lower bound of the options' allocatable, per resource. Empty until a pod is added;
+    /// then every option was checked to hold `used` in every resource, so a later pod needs
+    /// checking only in the resources it requests, and a pod within the floor fits every
+    /// option without a scan.
     floor: Res,
 }
 
@@ -340,7 +339,6 @@ fn apply(node: &mut NodeState, u: Update, req: &[i64], info: &PodInfo) {
         node.reqs = r;
     }
     node.options = u.options;
-    node.options_hold_used = true;
     node.floor = u.floor;
     node.limit_max = u.limit_max;
     for (x, r) in node.used.iter_mut().zip(req) {

@@ -369,7 +369,6 @@ impl State {
             pods: Vec::new(),
             ports: Vec::new(),
             limit_max: vec![0; ctx.res_names.len()],
-            options_hold_used: false,
             floor: Vec::new(),
         }
     }
@@ -439,8 +438,7 @@ impl State {
         let mut options: Vec<usize> = Vec::with_capacity(node.options.len());
         // Every option holds `used`; when the options' floor holds this pod too, every option
         // fits and, with nothing narrowing the requirements, stays: no scan.
-        let within_floor = node.options_hold_used
-            && !node.floor.is_empty()
+        let within_floor = !node.floor.is_empty()
             && requested
                 .iter()
                 .all(|&r| node.used[r] + req[r] <= node.floor[r]);
@@ -462,7 +460,7 @@ impl State {
                 }
                 any_compat = true;
                 let alloc = &prov.alloc[o];
-                let fit = if node.options_hold_used {
+                let fit = if !node.floor.is_empty() {
                     fits_requested(&node.used, req, alloc, requested)
                 } else {
                     fits_all(&node.used, req, alloc)
