@@ -325,6 +325,53 @@ fn cloud(m: &Moto) -> (Arc<ManualClock>, AwsCloud<FaultyApi>) {
     (clock, cloud)
 }
 
+/// Whether every on-demand offering of a type in a list is available.
+fn on_demand_available(types: &[karpenter::scheduling::InstanceType], name: &str) -> bool {
+    types.iter().find(|t| t.name == name).is_some_and(|t| {
+        t.offerings
+            .iter()
+            .filter(|o| o.capacity_type == "on-demand")
+            .all(|o| o.available)
+    })
+}
+
+#[test]
+fn an_unchanged_catalog_is_handed_out_again_and_rebuilt_when_an_input_changes() {
+    let m = moto();
+    let (clock, cloud) = cloud(&m);
+    block_on(async {
+        fixture(cloud.api().inner_api()).await;
+        let p = provisioner("default", AwsProvider::default());
+        let first = cloud.instance_types(&p).await.unwrap();
+        let again = cloud.instance_types(&p).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "nothing changed: the same list"
+        );
+        // A capacity error: a new list, with the offering unavailable.
+        cloud
+            .unavailable()
+            .mark("m5.large", "us-east-1a", "on-demand");
+        let marked = cloud.instance_types(&p).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &marked));
+        assert!(!on_demand_available(&marked, "m5.large"));
+        assert!(on_demand_available(&first, "m5.large"));
+        // The mark expires after three minutes: available again.
+        clock.advance(Duration::from_secs(181));
+        let expired = cloud.instance_types(&p).await.unwrap();
+        assert!(!Arc::ptr_eq(&marked, &expired));
+        assert!(on_demand_available(&expired, "m5.large"));
+        // The instance-type cache expires after five minutes: rebuilt from the new answer.
+        clock.advance(Duration::from_secs(120));
+        let refreshed = cloud.instance_types(&p).await.unwrap();
+        assert!(!Arc::ptr_eq(&expired, &refreshed));
+        assert_eq!(
+            refreshed.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            expired.iter().map(|t| &t.name).collect::<Vec<_>>()
+        );
+    });
+}
+
 #[test]
 fn insufficient_capacity_falls_back_and_marks_the_offering_for_three_minutes() {
     let m = moto();

@@ -1775,3 +1775,56 @@ fn a_type_with_no_known_price_is_still_chosen_and_priced_as_unknown() {
         .solve(&[pod("small").req("1", "1Gi").build()]);
     assert_eq!(node_of(&d, "small").instance_type, "priced");
 }
+
+// --- reusing the catalog pass ---
+
+#[test]
+fn the_catalog_pass_is_reused_only_while_provisioners_and_type_lists_are_the_same() {
+    use karpenter::scheduling::{Scheduler, SchedulerInput};
+    use std::sync::Arc;
+    let types: Arc<[karpenter::scheduling::InstanceType]> = fake_types().into();
+    let input = |p: karpenter::api::Provisioner, t: &Arc<[karpenter::scheduling::InstanceType]>| {
+        SchedulerInput {
+            instance_types_by_provisioner: [("default".to_string(), t.clone())].into(),
+            provisioners: vec![p],
+            ..Default::default()
+        }
+    };
+    let pods = [
+        pod("a").req("1", "512Mi").build(),
+        pod("b").req("2", "1Gi").build(),
+    ];
+    let fresh = Scheduler::new(input(default_prov(), &types));
+    let prepared = fresh.prepared();
+    let want = fresh.solve(&pods).unwrap();
+
+    // Same provisioner, the very same list: reused, and the same decision.
+    let again = Scheduler::with_prepared(input(default_prov(), &types), Some(prepared.clone()));
+    assert!(Arc::ptr_eq(&prepared, &again.prepared()));
+    assert_eq!(again.solve(&pods).unwrap(), want);
+
+    // A requirement changed: prepared afresh, and it shows in the decision.
+    let arm = prov(
+        "default",
+        json!({"requirements": [{"key": ARCH, "operator": "In", "values": ["arm64"]}]}),
+    );
+    let changed = Scheduler::with_prepared(input(arm.clone(), &types), Some(prepared.clone()));
+    assert!(!Arc::ptr_eq(&prepared, &changed.prepared()));
+    let d = changed.solve(&pods).unwrap();
+    assert_eq!(d, Scheduler::new(input(arm, &types)).solve(&pods).unwrap());
+    assert!(
+        d.nodes
+            .iter()
+            .all(|n| n.instance_type == "arm-instance-type"),
+        "{d:?}"
+    );
+
+    // An equal list that is another list, or a shared list besides: not reused.
+    let copy: Arc<[karpenter::scheduling::InstanceType]> = types.to_vec().into();
+    let other = Scheduler::with_prepared(input(default_prov(), &copy), Some(prepared.clone()));
+    assert!(!Arc::ptr_eq(&prepared, &other.prepared()));
+    let mut shared = input(default_prov(), &types);
+    shared.instance_types = fake_types();
+    let with_shared = Scheduler::with_prepared(shared, Some(prepared.clone()));
+    assert!(!Arc::ptr_eq(&prepared, &with_shared.prepared()));
+}

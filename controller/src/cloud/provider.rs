@@ -469,24 +469,37 @@ impl UnavailableOfferings {
         !map.is_empty()
     }
 
-    /// Sets `available = false` on every currently unavailable offering of `types`.
-    pub fn apply(&self, types: &mut [InstanceType]) {
+    /// The offerings currently marked unavailable.
+    pub fn current(&self) -> BTreeSet<OfferingKey> {
         let now = self.clock.now();
         let mut map = lock(&self.until);
         map.retain(|_, until| *until > now);
-        if map.is_empty() {
-            return;
+        map.keys().cloned().collect()
+    }
+
+    /// Sets `available = false` on every currently unavailable offering of `types`.
+    pub fn apply(&self, types: &mut [InstanceType]) {
+        let current = self.current();
+        if !current.is_empty() {
+            mark_unavailable(types, &current);
         }
-        let marked: HashSet<&str> = map.keys().map(|(t, _, _)| t.as_str()).collect();
-        for t in types
-            .iter_mut()
-            .filter(|t| marked.contains(t.name.as_str()))
-        {
-            for o in &mut t.offerings {
-                let key = (t.name.clone(), o.zone.clone(), o.capacity_type.clone());
-                if map.contains_key(&key) {
-                    o.available = false;
-                }
+    }
+}
+
+/// Sets `available = false` on the offerings of `types` that `unavailable` names.
+pub fn mark_unavailable(types: &mut [InstanceType], unavailable: &BTreeSet<OfferingKey>) {
+    if unavailable.is_empty() {
+        return;
+    }
+    let marked: HashSet<&str> = unavailable.iter().map(|(t, _, _)| t.as_str()).collect();
+    for t in types
+        .iter_mut()
+        .filter(|t| marked.contains(t.name.as_str()))
+    {
+        for o in &mut t.offerings {
+            let key = (t.name.clone(), o.zone.clone(), o.capacity_type.clone());
+            if unavailable.contains(&key) {
+                o.available = false;
             }
         }
     }

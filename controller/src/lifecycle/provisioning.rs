@@ -37,7 +37,8 @@ use crate::cloud::provider::{CloudError, CloudProvider, Instance, NodeRequest};
 use crate::cluster::{nodes, pods, to_quantities, SharedCluster, SnapshotOptions, TypeIndex};
 use crate::scheduling::resources::ResourceList;
 use crate::scheduling::{
-    Decision, InstanceType, NewNode, Requirements, Scheduler, SchedulerInput, SchedulerOptions,
+    Decision, InstanceType, NewNode, Prepared, Requirements, Scheduler, SchedulerInput,
+    SchedulerOptions,
 };
 
 use super::batcher::Batcher;
@@ -146,6 +147,11 @@ struct LoopState {
     batcher: Batcher,
     /// Pod key to the revision last taken into a batch.
     seen: HashMap<String, u64>,
+    /// The engine's catalog pass from the last round (or from [`Provisioning::prepare`]),
+    /// reused while the Provisioners and the cloud's type lists do not change.
+    prepared: Option<Arc<Prepared>>,
+    /// Whether the open batch has had its [`Provisioning::prepare`].
+    batch_prepared: bool,
 }
 
 // === impl Provisioning ===
@@ -169,6 +175,8 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             state: Mutex::new(LoopState {
                 batcher,
                 seen: HashMap::new(),
+                prepared: None,
+                batch_prepared: false,
             }),
         }
     }
@@ -208,18 +216,63 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
     /// Runs a round when the batch has closed; `None` when it has not.
     pub async fn reconcile(&self) -> Result<Option<RoundReport>, LifecycleError> {
         self.observe();
-        let ready = {
+        let (ready, prepare) = {
             let mut st = self.state();
             let ready = st.batcher.is_ready(self.clock.now());
+            let prepare = !ready && st.batcher.is_open() && !st.batch_prepared;
             if ready {
                 st.batcher.take();
+                st.batch_prepared = false;
             }
-            ready
+            if prepare {
+                st.batch_prepared = true;
+            }
+            (ready, prepare)
         };
+        if prepare {
+            // Work that does not depend on the pods, done while the batch fills. A failure
+            // here costs nothing: the round does the same work and reports its error.
+            if let Err(e) = self.prepare().await {
+                warn!(target: "controller.provisioning", error = %e, "Preparing the instance types for the next round failed");
+            }
+        }
         if !ready {
             return Ok(None);
         }
         self.round().await.map(Some)
+    }
+
+    /// The engine's catalog pass for the current Provisioners (each one's requirements
+    /// against its instance types; see [`Prepared`]), kept for the next round. The
+    /// reconcile loop runs it while a batch is open, so the round that closes the batch
+    /// does not pay for it. Writes nothing.
+    pub async fn prepare(&self) -> Result<(), LifecycleError> {
+        let mut provisioners: Vec<Provisioner> = {
+            let c = self.cluster.read();
+            c.provisioners()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| validate_provisioner(p).is_valid())
+                .cloned()
+                .collect()
+        };
+        // The order of the round's input (its snapshot's): a different order would not be
+        // reused.
+        crate::cluster::sort_by_weight(&mut provisioners);
+        let mut by_provisioner = BTreeMap::new();
+        for p in &provisioners {
+            let types = self.cloud.instance_types(p).await?;
+            by_provisioner.insert(p.metadata.name.clone().unwrap_or_default(), types);
+        }
+        let input = SchedulerInput {
+            provisioners,
+            instance_types_by_provisioner: by_provisioner,
+            options: self.config.scheduler.clone(),
+            ..Default::default()
+        };
+        let cached = self.state().prepared.clone();
+        let prepared = Scheduler::with_prepared(input, cached).prepared();
+        self.state().prepared = Some(prepared);
+        Ok(())
     }
 
     /// One round, now, whatever the batch says.
@@ -303,7 +356,10 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             namespaces: snapshot.namespaces,
             options: self.config.scheduler.clone(),
         };
-        let decision = Scheduler::new(input).solve(&snapshot.pods)?;
+        let cached = self.state().prepared.clone();
+        let scheduler = Scheduler::with_prepared(input, cached);
+        self.state().prepared = Some(scheduler.prepared());
+        let decision = scheduler.solve(&snapshot.pods)?;
         for n in &decision.nodes {
             info!(
                 target: "controller.provisioning",

@@ -215,15 +215,39 @@ impl InstanceType {
 pub fn optional_label_keys<'a>(
     types: impl IntoIterator<Item = &'a InstanceType>,
 ) -> BTreeSet<&'a str> {
-    // Inserted one by one: a catalog repeats a few dozen keys thousands of times, and
-    // collecting would sort every repetition first.
-    let mut keys = BTreeSet::new();
-    for k in types.into_iter().flat_map(|t| t.labels.keys()) {
-        if !matches!(k.as_str(), labels::ARCH | labels::INSTANCE_TYPE) {
-            keys.insert(k.as_str());
-        }
+    let mut keys = Vec::new();
+    for t in types {
+        union_sorted(&mut keys, t.labels.keys().map(String::as_str));
     }
-    keys
+    keys.retain(|k| !matches!(*k, labels::ARCH | labels::INSTANCE_TYPE));
+    keys.into_iter().collect()
+}
+
+/// Adds to the sorted, deduplicated `acc` the keys of an ascending sequence (a `BTreeMap`'s
+/// keys). The types of a catalog repeat a few dozen keys thousands of times: a list that
+/// already holds them all is checked in one ordered walk, one comparison per key, and grows
+/// only when a key is new.
+pub fn union_sorted<'a>(acc: &mut Vec<&'a str>, keys: impl Iterator<Item = &'a str>) {
+    let mut at = 0;
+    let mut missing: Vec<&'a str> = Vec::new();
+    'keys: for k in keys {
+        while let Some(have) = acc.get(at) {
+            match (*have).cmp(k) {
+                std::cmp::Ordering::Less => at += 1,
+                std::cmp::Ordering::Equal => {
+                    at += 1;
+                    continue 'keys;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        missing.push(k);
+    }
+    if !missing.is_empty() {
+        acc.extend(missing);
+        acc.sort_unstable();
+        acc.dedup();
+    }
 }
 
 /// States, on each type of a catalog, that the labels other types define and it lacks are
@@ -347,5 +371,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(t.allocatable(Some(&k))[PODS], 8000);
+    }
+
+    proptest::proptest! {
+        /// Folding sorted key sets into one list gives their sorted union.
+        #[test]
+        fn union_sorted_is_the_sorted_union(
+            sets in proptest::collection::vec(
+                proptest::collection::btree_set("[a-d]{0,2}", 0..6),
+                0..6,
+            )
+        ) {
+            let mut acc = Vec::new();
+            for set in &sets {
+                union_sorted(&mut acc, set.iter().map(String::as_str));
+            }
+            let want: Vec<&str> = sets.iter().flatten().map(String::as_str).collect::<BTreeSet<_>>().into_iter().collect();
+            proptest::prop_assert_eq!(acc, want);
+        }
     }
 }

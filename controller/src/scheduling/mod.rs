@@ -64,4 +64,6 @@ pub use decision::{Decision, ExistingNodePlacement, NewNode, Relaxation, Unsched
 pub use instance_type::{InstanceType, Offering, Overhead};
 pub use pod::PodInfo;
 pub use requirements::{Requirements, ValueSet};
-pub use scheduler::{ExistingNode, Scheduler, SchedulerInput, SchedulerOptions, SchedulingError};
+pub use scheduler::{
+    ExistingNode, Prepared, Scheduler, SchedulerInput, SchedulerOptions, SchedulingError,
+};

@@ -36,8 +36,9 @@ use crate::api::{AwsProvider, Provisioner};
 use crate::cloud::catalog::{Architecture, AwsInstanceTypeInfo};
 use crate::cloud::instance_types::{aws_instance_type, AwsCatalogOptions};
 use crate::cloud::provider::{
-    cluster_tag_key, lock, Clock, CloudError, CloudProvider, Instance, NodeRequest,
-    UnavailableOfferings, CLIENT_TOKEN_TAG, MANAGED_BY_TAG, PROVISIONER_TAG,
+    cluster_tag_key, lock, mark_unavailable, Clock, CloudError, CloudProvider, Instance,
+    NodeRequest, OfferingKey, UnavailableOfferings, CLIENT_TOKEN_TAG, MANAGED_BY_TAG,
+    PROVISIONER_TAG,
 };
 use crate::scheduling::instance_type::mark_absent_labels;
 use crate::scheduling::InstanceType;
@@ -221,6 +222,44 @@ struct Caches {
     template_used: HashMap<String, Instant>,
     /// When unused launch templates were last looked for.
     template_gc_at: Option<Instant>,
+    /// The instance-type list last built per provisioner, handed out again while what it
+    /// was built from is the same (the packing engine reuses its work on an unchanged list).
+    built_types: HashMap<String, BuiltTypes>,
+}
+
+/// An instance-type list and what it was built from.
+struct BuiltTypes {
+    infos: Arc<Vec<AwsInstanceTypeInfo>>,
+    spot: Arc<HashMap<(String, String), f64>>,
+    zones: BTreeSet<String>,
+    architectures: Option<BTreeSet<String>>,
+    unavailable: BTreeSet<OfferingKey>,
+    types: Arc<[InstanceType]>,
+}
+
+impl BuiltTypes {
+    /// The list, if it was built from these inputs. The caches hand out the same `Arc`
+    /// while they hold a value, and this entry keeps the old one alive: equal addresses
+    /// are the same values.
+    fn reuse(
+        &self,
+        infos: &Arc<Vec<AwsInstanceTypeInfo>>,
+        spot: &Arc<HashMap<(String, String), f64>>,
+        zones: &BTreeSet<&str>,
+        architectures: &Option<BTreeSet<String>>,
+        unavailable: &BTreeSet<OfferingKey>,
+    ) -> Option<Arc<[InstanceType]>> {
+        let same = Arc::ptr_eq(&self.infos, infos)
+            && Arc::ptr_eq(&self.spot, spot)
+            && self
+                .zones
+                .iter()
+                .map(String::as_str)
+                .eq(zones.iter().copied())
+            && &self.architectures == architectures
+            && &self.unavailable == unavailable;
+        same.then(|| self.types.clone())
+    }
 }
 
 /// Fleet overrides grouped by architecture (one launch template each), in option order.
@@ -843,6 +882,15 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
             };
         let infos = self.instance_type_infos().await?;
         let spot = self.spot_prices().await?;
+        let unavailable = self.unavailable.current();
+        let name = provisioner.metadata.name.clone().unwrap_or_default();
+        if let Some(types) = lock(&self.caches)
+            .built_types
+            .get(&name)
+            .and_then(|b| b.reuse(&infos, &spot, &zones, &architectures, &unavailable))
+        {
+            return Ok(types);
+        }
         let mut types: Vec<InstanceType> = infos
             .iter()
             .filter(|info| {
@@ -869,8 +917,20 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
             })
             .collect();
         mark_absent_labels(&mut types);
-        self.unavailable.apply(&mut types);
-        Ok(types.into())
+        mark_unavailable(&mut types, &unavailable);
+        let types: Arc<[InstanceType]> = types.into();
+        lock(&self.caches).built_types.insert(
+            name,
+            BuiltTypes {
+                infos,
+                spot,
+                zones: zones.iter().map(|z| z.to_string()).collect(),
+                architectures,
+                unavailable,
+                types: types.clone(),
+            },
+        );
+        Ok(types)
     }
 
     async fn create(&self, request: &NodeRequest) -> Result<Instance, CloudError> {

@@ -21,9 +21,11 @@ impl Prepared {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let type_resources = all_types()
-            .flat_map(|t| t.capacity.keys().cloned())
-            .collect();
+        let mut resource_names = Vec::new();
+        for t in all_types() {
+            union_sorted(&mut resource_names, t.capacity.keys().map(String::as_str));
+        }
+        let type_resources = resource_names.into_iter().map(str::to_string).collect();
         let provs = input
             .provisioners
             .iter()
@@ -49,22 +51,85 @@ impl Prepared {
                     .filter(|(_, t)| compatible_with_absent(t, &reqs, &absent_keys))
                     .map(|(pos, _)| pos)
                     .collect();
-                let mut keys: BTreeSet<&str> = BTreeSet::new();
-                for k in compatible.iter().flat_map(|&pos| list[pos].labels.keys()) {
-                    keys.insert(k);
+                let mut keys = Vec::new();
+                for &pos in &compatible {
+                    union_sorted(&mut keys, list[pos].labels.keys().map(String::as_str));
                 }
+                let kubelet = p.spec.kubelet_configuration.as_ref();
+                let sizes = compatible
+                    .iter()
+                    .map(|&pos| {
+                        (
+                            list[pos].allocatable(kubelet),
+                            list[pos].capacity_for(kubelet),
+                        )
+                    })
+                    .collect();
                 Ok(PreparedProv {
                     reqs,
                     compatible,
+                    sizes,
                     type_label_keys: keys.into_iter().map(str::to_string).collect(),
                 })
             })
             .collect();
         Prepared {
+            key: PreparedKey::of(input),
             absent_keys,
             type_resources,
             provs,
         }
+    }
+
+    /// Whether this was made from the same provisioners and type lists as `input`'s.
+    pub(super) fn fits(&self, input: &SchedulerInput) -> bool {
+        let key = &self.key;
+        key.no_shared_types
+            && input.instance_types.is_empty()
+            && key.provisioners.len() == input.provisioners.len()
+            && key
+                .provisioners
+                .iter()
+                .zip(&input.provisioners)
+                .all(|(k, p)| k.matches(p))
+            && key.types.len() == input.instance_types_by_provisioner.len()
+            && key
+                .types
+                .iter()
+                .zip(&input.instance_types_by_provisioner)
+                .all(|((ka, a), (kb, b))| ka == kb && Arc::ptr_eq(a, b))
+    }
+}
+
+// === impl PreparedKey ===
+
+impl PreparedKey {
+    fn of(input: &SchedulerInput) -> Self {
+        PreparedKey {
+            provisioners: input.provisioners.iter().map(ProvisionerKey::of).collect(),
+            types: input.instance_types_by_provisioner.clone(),
+            no_shared_types: input.instance_types.is_empty(),
+        }
+    }
+}
+
+// === impl ProvisionerKey ===
+
+impl ProvisionerKey {
+    fn of(p: &Provisioner) -> Self {
+        ProvisionerKey {
+            name: p.metadata.name.clone(),
+            requirements: p.spec.requirements.clone(),
+            labels: p.spec.labels.clone(),
+            kubelet: p.spec.kubelet_configuration.clone(),
+        }
+    }
+
+    fn matches(&self, p: &Provisioner) -> bool {
+        self.name == p.metadata.name
+            && self.requirements == p.spec.requirements
+            && self.labels == p.spec.labels
+            && self.kubelet == p.spec.kubelet_configuration
     }
 }
 
@@ -170,7 +235,6 @@ impl<'a> Ctx<'a> {
                 }
                 None => shared.clone(),
             };
-            let kubelet = p.spec.kubelet_configuration.clone();
             // Daemonsets that would land on this provisioner's nodes.
             let ds_for: Vec<&PodInfo> = ds_infos
                 .iter()
@@ -182,17 +246,18 @@ impl<'a> Ctx<'a> {
             let mut alloc_raw = Vec::new();
             let mut cap = Vec::new();
             // Only the types `Scheduler::new` found compatible (with the absent marks).
-            for ti in prep
+            for (ti, (allocatable, capacity)) in prep
                 .compatible
                 .iter()
-                .filter_map(|&pos| type_idx.get(pos).copied())
+                .zip(&prep.sizes)
+                .filter_map(|(&pos, size)| type_idx.get(pos).map(|&ti| (ti, size)))
             {
                 if !augmented[ti] {
                     with_absent(&mut types[ti]);
                     augmented[ti] = true;
                 }
                 let t: &InstanceType = &types[ti];
-                let raw = dense(&t.allocatable(kubelet.as_ref()), &res_index, n);
+                let raw = dense(allocatable, &res_index, n);
                 let mut a = raw.clone();
                 // The node's requirements are built only when a DaemonSet may land on it:
                 // intersecting for every type was a large part of a round without any.
@@ -215,7 +280,7 @@ impl<'a> Ctx<'a> {
                 type_list.push(ti);
                 alloc.push(a);
                 alloc_raw.push(raw);
-                cap.push(dense(&t.capacity_for(kubelet.as_ref()), &res_index, n));
+                cap.push(dense(capacity, &res_index, n));
             }
             let limits = p.spec.limits.as_ref().map(|l| {
                 let mut v = vec![i64::MAX; n];
@@ -319,20 +384,29 @@ impl<'a> Ctx<'a> {
         // Topology universe: domains per key.
         let mut universe: HashMap<String, BTreeSet<String>> = HashMap::new();
         for p in &provs {
+            // Every offering names a zone and a capacity type: gathered as borrowed names
+            // first, each checked against the requirements once.
+            let mut zones: BTreeSet<&str> = BTreeSet::new();
+            let mut capacity_types: BTreeSet<&str> = BTreeSet::new();
             for &ti in &p.types {
                 for o in &types[ti].offerings {
-                    if p.reqs.allows(labels::ZONE, &o.zone) {
-                        universe
-                            .entry(labels::ZONE.to_string())
-                            .or_default()
-                            .insert(o.zone.clone());
-                    }
-                    if p.reqs.allows(labels::CAPACITY_TYPE, &o.capacity_type) {
-                        universe
-                            .entry(labels::CAPACITY_TYPE.to_string())
-                            .or_default()
-                            .insert(o.capacity_type.clone());
-                    }
+                    zones.insert(&o.zone);
+                    capacity_types.insert(&o.capacity_type);
+                }
+            }
+            for (key, values) in [
+                (labels::ZONE, zones),
+                (labels::CAPACITY_TYPE, capacity_types),
+            ] {
+                let allowed: Vec<&str> = values
+                    .into_iter()
+                    .filter(|v| p.reqs.allows(key, v))
+                    .collect();
+                if !allowed.is_empty() {
+                    universe
+                        .entry(key.to_string())
+                        .or_default()
+                        .extend(allowed.into_iter().map(str::to_string));
                 }
             }
             for (k, set) in p.reqs.iter() {

@@ -17,7 +17,7 @@ use crate::api::provisioner::Taint;
 use crate::api::Provisioner;
 
 use super::decision::{Decision, ExistingNodePlacement, NewNode, Relaxation, Unschedulable};
-use super::instance_type::{optional_label_keys, InstanceType};
+use super::instance_type::{optional_label_keys, union_sorted, InstanceType};
 use super::pod::{friendly_key, PodError, PodInfo, TermKind, TopologyTerm};
 use super::requirements::{RequirementError, Requirements, ValueSet};
 use super::resources::{self, ResourceError, ResourceList};
@@ -109,12 +109,17 @@ pub struct SchedulerInput {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     input: SchedulerInput,
-    prepared: Prepared,
+    prepared: Arc<Prepared>,
 }
 
-/// What [`Scheduler::new`] computes once for every solve.
+/// What [`Scheduler::new`] computes from the provisioners and instance types alone. A later
+/// round hands it to [`Scheduler::with_prepared`], which reuses it while those inputs are the
+/// same: the provisioners' requirements, labels and kubelet settings equal, and each
+/// per-provisioner type list the very same shared list.
 #[derive(Debug, Clone)]
-struct Prepared {
+pub struct Prepared {
+    /// What it was computed from.
+    key: PreparedKey,
     /// Label keys that some of the instance types define, except architecture and type name:
     /// a type lacking one has `DoesNotExist` for it.
     absent_keys: Vec<String>,
@@ -125,6 +130,29 @@ struct Prepared {
     provs: Vec<Result<PreparedProv, SchedulingError>>,
 }
 
+/// The inputs [`Prepared`] depends on. The type lists are compared by identity: a cloud
+/// provider that keeps its catalog hands out the same list while it does not change, and the
+/// key holds a reference, so an equal address is the same list.
+#[derive(Debug, Clone)]
+struct PreparedKey {
+    /// Per provisioner (input order): name, requirements, labels, kubelet settings.
+    provisioners: Vec<ProvisionerKey>,
+    /// The per-provisioner lists.
+    types: BTreeMap<String, Arc<[InstanceType]>>,
+    /// Whether the shared list was empty: a shared list is not compared, so a `Prepared`
+    /// made with one is never reused.
+    no_shared_types: bool,
+}
+
+/// The parts of a provisioner [`Prepared`] reads.
+#[derive(Debug, Clone)]
+struct ProvisionerKey {
+    name: Option<String>,
+    requirements: Vec<crate::api::provisioner::Requirement>,
+    labels: BTreeMap<String, String>,
+    kubelet: Option<crate::api::provisioner::KubeletConfiguration>,
+}
+
 #[derive(Debug, Clone)]
 struct PreparedProv {
     reqs: Requirements,
@@ -132,6 +160,9 @@ struct PreparedProv {
     compatible: Vec<usize>,
     /// Label keys the compatible types define.
     type_label_keys: BTreeSet<String>,
+    /// Per compatible type (as `compatible`): its allocatable and capacity under the
+    /// provisioner's kubelet settings.
+    sizes: Vec<(ResourceList, ResourceList)>,
 }
 
 // === impl Scheduler ===
@@ -139,8 +170,22 @@ struct PreparedProv {
 impl Scheduler {
     /// A scheduler over the given inputs; prepares what does not depend on the pods.
     pub fn new(input: SchedulerInput) -> Self {
-        let prepared = Prepared::new(&input);
+        let prepared = Arc::new(Prepared::new(&input));
         Scheduler { input, prepared }
+    }
+
+    /// [`Scheduler::new`], reusing an earlier round's [`Prepared`] when it was made from the
+    /// same provisioners and type lists (see [`Prepared`]); otherwise prepares afresh.
+    pub fn with_prepared(input: SchedulerInput, prepared: Option<Arc<Prepared>>) -> Self {
+        match prepared {
+            Some(prepared) if prepared.fits(&input) => Scheduler { input, prepared },
+            _ => Self::new(input),
+        }
+    }
+
+    /// What this scheduler prepared (or reused), for the next round.
+    pub fn prepared(&self) -> Arc<Prepared> {
+        self.prepared.clone()
     }
 
     /// Packs the pending pods and returns the decision.
