@@ -285,6 +285,38 @@ fn the_batch_waits_for_the_idle_window_then_provisions_and_binds() {
 }
 
 #[test]
+fn a_provisioner_changed_while_the_batch_is_open_is_packed_as_it_is_at_the_round() {
+    let world = World::new();
+    let (lc, w) = world.lifecycle();
+    world.add_pods(1, "1");
+    // The batch is open: the catalog pass is done for the Provisioner as it is now (m5.large
+    // or m5.2xlarge; one 1-CPU pod takes an m5.large), and nothing is written or launched.
+    assert!(block_on(lc.provisioning.reconcile()).unwrap().is_none());
+    assert!(world.instances().is_empty());
+    assert!(w.events().is_empty());
+    // Then the Provisioner changes: m5.2xlarge only.
+    {
+        let mut c = world.cluster.write();
+        let mut p = c.provisioner("default").unwrap().clone();
+        for r in &mut p.spec.requirements {
+            if r.key == labels::INSTANCE_TYPE {
+                r.values = vec!["m5.2xlarge".into()];
+            }
+        }
+        c.apply(Resource::Provisioner(Box::new(p)));
+    }
+    world.advance(1);
+    let report = block_on(lc.provisioning.reconcile()).unwrap().unwrap();
+    let types: Vec<&str> = report
+        .launched
+        .iter()
+        .map(|l| l.instance_type.as_str())
+        .collect();
+    assert_eq!(types, ["m5.2xlarge"]);
+    assert_eq!(world.bound(), 1);
+}
+
+#[test]
 fn new_nodes_carry_taints_and_startup_taints_and_in_flight_nodes_are_filled_first() {
     let world = World::new();
     {
