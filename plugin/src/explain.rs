@@ -371,11 +371,11 @@ fn round(
             .cluster
             .pods()
             .filter(|p| pods::node_name(p).is_none() && pods::wants_a_node(p))
-            .cloned()
+            .map(|p| std::sync::Arc::new(p.clone()))
             .collect();
     }
     if !pending.iter().any(|p| pods::key(p) == target_key) {
-        pending.push(target.clone());
+        pending.push(std::sync::Arc::new(target.clone()));
     }
     let provisioners = snapshot
         .provisioners

@@ -237,7 +237,7 @@ fn scenario(seed: u64, scale: u64, catalog: &[InstanceType]) -> Scenario {
             .map(|j| {
                 let mut p = pod_json(&ns, &format!("e{i}-{j}"), "g0", 250, &tag);
                 p["spec"]["nodeName"] = json!(node.metadata.name.clone());
-                serde_json::from_value(p).expect("pod")
+                std::sync::Arc::new(serde_json::from_value(p).expect("pod"))
             })
             .collect();
         existing.push(ExistingNode { node, pods });
@@ -355,7 +355,8 @@ fn scenario(seed: u64, scale: u64, catalog: &[InstanceType]) -> Scenario {
             if lands(ds, &e.node) {
                 let mut p = serde_json::to_value(ds_pod(ds, &e.node)).expect("pod");
                 p["metadata"]["name"] = json!(format!("agent-e{i}"));
-                e.pods.push(serde_json::from_value(p).expect("pod"));
+                e.pods
+                    .push(std::sync::Arc::new(serde_json::from_value(p).expect("pod")));
             }
         }
     }
@@ -692,7 +693,7 @@ fn run_scenario(cp: &ControlPlane, s: &Scenario, catalog: &[InstanceType]) -> Ou
             .pods
             .iter()
             .filter(|p| p.metadata.owner_references.is_none())
-            .map(|p| serde_json::to_value(p).expect("pod"))
+            .map(|p| serde_json::to_value(&**p).expect("pod"))
             .collect();
         apply(cp, &pods);
     }

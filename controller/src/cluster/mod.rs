@@ -125,7 +125,8 @@ pub struct Nomination {
 pub struct Cluster {
     nodes: BTreeMap<String, Node>,
     /// Boxed: a Pod is over 2 KB inline, and a map node holds eleven values.
-    pods: BTreeMap<String, Box<Pod>>,
+    /// Shared with the snapshots, which hand pods to the engine without copying them.
+    pods: BTreeMap<String, Arc<Pod>>,
     pods_by_node: HashMap<String, BTreeSet<String>>,
     pod_revisions: HashMap<String, u64>,
     provisioners: BTreeMap<String, Provisioner>,
@@ -192,7 +193,7 @@ impl Cluster {
                 }
                 self.revision += 1;
                 self.pod_revisions.insert(key.clone(), self.revision);
-                self.pods.insert(key, p);
+                self.pods.insert(key, Arc::from(p));
             }
             Resource::Provisioner(p) => {
                 self.provisioners.insert(key, *p);
@@ -308,11 +309,18 @@ impl Cluster {
 
     /// The pods bound to a node, by key.
     pub fn pods_on(&self, node: &str) -> Vec<&Pod> {
+        self.shared_pods_on(node)
+            .into_iter()
+            .map(|p| &**p)
+            .collect()
+    }
+
+    fn shared_pods_on(&self, node: &str) -> Vec<&Arc<Pod>> {
         self.pods_by_node
             .get(node)
             .into_iter()
             .flatten()
-            .filter_map(|k| self.pod(k))
+            .filter_map(|k| self.pods.get(k))
             .collect()
     }
 
@@ -363,7 +371,7 @@ impl Cluster {
         push(&mut items, self.nodes.values());
         push(&mut items, self.daemonsets.values());
         push(&mut items, self.pdbs.values());
-        push(&mut items, self.pods.values());
+        push(&mut items, self.pods.values().map(|p| &**p));
         serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
     }
 
@@ -419,12 +427,19 @@ impl Cluster {
     /// Pods to provision for: [`pods::is_provisionable`] and not nominated to a node that is
     /// still coming (nomination younger than `nomination_ttl`), by key.
     pub fn provisionable_pods(&self, now: Timestamp, nomination_ttl: Duration) -> Vec<&Pod> {
+        self.shared_provisionable(now, nomination_ttl)
+            .into_iter()
+            .map(|p| &**p)
+            .collect()
+    }
+
+    fn shared_provisionable(&self, now: Timestamp, nomination_ttl: Duration) -> Vec<&Arc<Pod>> {
         self.pods
             .iter()
             .filter(|(k, p)| {
                 pods::is_provisionable(p) && !self.nomination_holds(k, now, nomination_ttl)
             })
-            .map(|(_, p)| &**p)
+            .map(|(_, p)| p)
             .collect()
     }
 
@@ -446,8 +461,8 @@ impl Cluster {
     /// nodes whose kubelet has not reported yet (by their instance-type label).
     pub fn snapshot(&self, options: &SnapshotOptions, instance_types: &[InstanceType]) -> Snapshot {
         let types = TypeIndex::new(instance_types);
-        let pods: Vec<Pod> = self
-            .provisionable_pods(options.now, options.nomination_ttl)
+        let pods: Vec<Arc<Pod>> = self
+            .shared_provisionable(options.now, options.nomination_ttl)
             .into_iter()
             .cloned()
             .collect();
@@ -493,7 +508,7 @@ impl Cluster {
                 }
             }
             let pods = self
-                .pods_on(nodes::name(n))
+                .shared_pods_on(nodes::name(n))
                 .into_iter()
                 .filter(|p| !pods::is_terminal(p))
                 .cloned()
@@ -501,7 +516,7 @@ impl Cluster {
                     self.nominations
                         .iter()
                         .filter(|(_, nom)| nom.node == nodes::name(n))
-                        .filter_map(|(k, _)| self.pod(k))
+                        .filter_map(|(k, _)| self.pods.get(k))
                         .filter(|p| pods::node_name(p).is_none())
                         .cloned(),
                 )
@@ -550,8 +565,8 @@ pub struct SnapshotOptions {
 /// The input of one provisioning round, copied out of the index.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Provisionable pods, by key.
-    pub pods: Vec<Pod>,
+    /// Provisionable pods, by key (shared with the index).
+    pub pods: Vec<Arc<Pod>>,
     /// Every node, each with its bound and nominated pods: Karpenter's nodes that can take
     /// pods (in-flight ones included) are filled, and the rest count for topology.
     pub existing_nodes: Vec<ExistingNode>,
@@ -569,19 +584,29 @@ pub struct Snapshot {
 
 /// Instance types by name, for filling in in-flight nodes.
 #[derive(Debug, Default)]
-pub struct TypeIndex<'a>(HashMap<&'a str, &'a InstanceType>);
+pub struct TypeIndex<'a> {
+    types: &'a [InstanceType],
+    /// Built at the first lookup: most rounds have no node that needs one.
+    by_name: std::cell::OnceCell<HashMap<&'a str, &'a InstanceType>>,
+}
 
 // === impl TypeIndex ===
 
 impl<'a> TypeIndex<'a> {
     /// Indexes a list.
     pub fn new(types: &'a [InstanceType]) -> Self {
-        Self(types.iter().map(|t| (t.name.as_str(), t)).collect())
+        Self {
+            types,
+            by_name: std::cell::OnceCell::new(),
+        }
     }
 
     /// A type by name.
     pub fn get(&self, name: &str) -> Option<&'a InstanceType> {
-        self.0.get(name).copied()
+        self.by_name
+            .get_or_init(|| self.types.iter().map(|t| (t.name.as_str(), t)).collect())
+            .get(name)
+            .copied()
     }
 }
 

@@ -378,6 +378,11 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
         // counts nodes being deleted, whose instances still run).
         let mut usage_now = usage.clone();
         let mut launches = Vec::new();
+        let indexes: BTreeMap<&str, TypeIndex<'_>> = by_provisioner
+            .iter()
+            .map(|(name, types)| (name.as_str(), TypeIndex::new(types)))
+            .collect();
+        let no_types = TypeIndex::new(&[]);
         for n in &decision.nodes {
             let Some(p) = snapshot
                 .provisioners
@@ -386,13 +391,8 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             else {
                 continue;
             };
-            let types = TypeIndex::new(
-                by_provisioner
-                    .get(&n.provisioner)
-                    .map(|v| &**v)
-                    .unwrap_or(&[]),
-            );
-            let largest = largest_capacity(n, &types, p);
+            let types = indexes.get(n.provisioner.as_str()).unwrap_or(&no_types);
+            let largest = largest_capacity(n, types, p);
             let used = usage_now.entry(n.provisioner.clone()).or_default();
             if let Some(exceeded) = exceeds_limits(p, used, &largest) {
                 report.not_launched.push(NotLaunched {

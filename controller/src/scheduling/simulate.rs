@@ -2,6 +2,7 @@
 //! (Provisioners, Pods, Deployments, DaemonSets, Nodes), a [`Decision`] out.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -157,7 +158,7 @@ pub fn simulate(
                         node,
                     });
                 };
-                e.pods.push(p);
+                e.pods.push(Arc::new(p));
             }
             None => pending.push(p),
         }

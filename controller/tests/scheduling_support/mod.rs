@@ -230,9 +230,10 @@ pub fn env(provs: Vec<Provisioner>) -> Env {
 
 impl Env {
     pub fn existing(mut self, n: Node, pods: Vec<Pod>) -> Self {
-        self.input
-            .existing_nodes
-            .push(ExistingNode { node: n, pods });
+        self.input.existing_nodes.push(ExistingNode {
+            node: n,
+            pods: pods.into_iter().map(std::sync::Arc::new).collect(),
+        });
         self
     }
     pub fn ds(mut self, d: DaemonSet) -> Self {

@@ -76,8 +76,8 @@ impl Default for SchedulerOptions {
 pub struct ExistingNode {
     /// The Node object (name, labels, taints, allocatable).
     pub node: Node,
-    /// Pods already bound to it.
-    pub pods: Vec<Pod>,
+    /// Pods already bound to it (shared with the cluster index).
+    pub pods: Vec<Arc<Pod>>,
 }
 
 /// Everything a round needs besides the pending pods.
@@ -189,10 +189,13 @@ impl Scheduler {
     }
 
     /// Packs the pending pods and returns the decision.
-    pub fn solve(&self, pods: &[Pod]) -> Result<Decision, SchedulingError> {
+    pub fn solve<P: std::borrow::Borrow<Pod>>(
+        &self,
+        pods: &[P],
+    ) -> Result<Decision, SchedulingError> {
         let mut infos = Vec::with_capacity(pods.len());
         for p in pods {
-            infos.push(PodInfo::from_pod(p)?);
+            infos.push(PodInfo::from_pod(p.borrow())?);
         }
         // The namespaces any pod is in: a namespaceSelector can only select pods among them.
         let known: BTreeSet<String> = infos
