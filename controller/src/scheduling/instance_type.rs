@@ -187,9 +187,10 @@ impl InstanceType {
 
     /// The cheapest known price among available offerings matching the requirements.
     pub fn cheapest_price(&self, reqs: &Requirements, capacity_type: Option<&str>) -> Option<f64> {
+        let filter = OfferingFilter::new(reqs);
         self.offerings
             .iter()
-            .filter(|o| o.available && offering_allowed(o, reqs))
+            .filter(|o| o.available && filter.allows(o))
             .filter(|o| capacity_type.is_none_or(|c| c == o.capacity_type))
             .filter_map(|o| o.price)
             .min_by(f64::total_cmp)
@@ -197,10 +198,9 @@ impl InstanceType {
 
     /// Whether an available offering matches the requirements (zone, capacity type).
     pub fn has_offering(&self, reqs: &Requirements, capacity_type: Option<&str>) -> bool {
+        let filter = OfferingFilter::new(reqs);
         self.offerings.iter().any(|o| {
-            o.available
-                && offering_allowed(o, reqs)
-                && capacity_type.is_none_or(|c| c == o.capacity_type)
+            o.available && filter.allows(o) && capacity_type.is_none_or(|c| c == o.capacity_type)
         })
     }
 
@@ -305,7 +305,30 @@ pub fn eviction_threshold_milli(value: &str, capacity: i64) -> Option<i64> {
 
 /// Whether an offering's zone and capacity type are allowed.
 pub fn offering_allowed(o: &Offering, reqs: &Requirements) -> bool {
-    reqs.allows(labels::ZONE, &o.zone) && reqs.allows(labels::CAPACITY_TYPE, &o.capacity_type)
+    OfferingFilter::new(reqs).allows(o)
+}
+
+/// The zone and capacity-type requirements, looked up once to check many offerings.
+#[derive(Debug, Clone, Copy)]
+pub struct OfferingFilter<'a> {
+    zone: Option<&'a ValueSet>,
+    capacity_type: Option<&'a ValueSet>,
+}
+
+impl<'a> OfferingFilter<'a> {
+    /// The filter of a set of requirements.
+    pub fn new(reqs: &'a Requirements) -> Self {
+        Self {
+            zone: reqs.get(labels::ZONE),
+            capacity_type: reqs.get(labels::CAPACITY_TYPE),
+        }
+    }
+
+    /// [`offering_allowed`] under these requirements.
+    pub fn allows(&self, o: &Offering) -> bool {
+        self.zone.is_none_or(|s| s.has(&o.zone))
+            && self.capacity_type.is_none_or(|s| s.has(&o.capacity_type))
+    }
 }
 
 const MIB: i64 = 1024 * 1024 * 1000;

@@ -41,12 +41,10 @@ impl State {
                 continue;
             };
             let mut zones: BTreeSet<String> = BTreeSet::new();
+            let filter = crate::scheduling::instance_type::OfferingFilter::new(&node.reqs);
             for (_, _, t) in &opts {
                 for o in &t.offerings {
-                    if o.available
-                        && o.capacity_type == ct
-                        && crate::scheduling::instance_type::offering_allowed(o, &node.reqs)
-                    {
+                    if o.available && o.capacity_type == ct && filter.allows(o) {
                         zones.insert(o.zone.clone());
                     }
                 }

@@ -1,7 +1,7 @@
 //! The price-improvement pass: balanced re-packing and re-splitting into cheaper nodes.
 
 use super::*;
-use crate::scheduling::instance_type::offering_allowed;
+use crate::scheduling::instance_type::OfferingFilter;
 
 // === impl State (improvement) ===
 
@@ -62,8 +62,9 @@ impl State {
         let min = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.min(b)));
         let (mut spot, mut on_demand, mut allowed_any, mut any) = (None, None, None, None);
         let mut offers_spot = false;
+        let filter = OfferingFilter::new(reqs);
         for o in &t.offerings {
-            let allowed = o.available && offering_allowed(o, reqs);
+            let allowed = o.available && filter.allows(o);
             let is_spot = o.capacity_type == labels::CAPACITY_TYPE_SPOT;
             offers_spot |= allowed && is_spot;
             let Some(p) = o.price else { continue };

@@ -613,11 +613,12 @@ impl State {
                 .filter(|d| reqs.allows(key, d) && allowed(d))
                 .collect();
             if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+                let filter = crate::scheduling::instance_type::OfferingFilter::new(reqs);
                 candidates.retain(|d| {
                     options.iter().any(|&o| {
                         ctx.types[prov.types[o]].offerings.iter().any(|of| {
                             of.available
-                                && crate::scheduling::instance_type::offering_allowed(of, reqs)
+                                && filter.allows(of)
                                 && (if key == labels::ZONE {
                                     &of.zone
                                 } else {
@@ -885,12 +886,11 @@ impl State {
     /// The domains of a key that an instance type offers under requirements.
     fn type_domains(it: &InstanceType, reqs: &Requirements, key: &str) -> Vec<String> {
         if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+            let filter = crate::scheduling::instance_type::OfferingFilter::new(reqs);
             return it
                 .offerings
                 .iter()
-                .filter(|o| {
-                    o.available && crate::scheduling::instance_type::offering_allowed(o, reqs)
-                })
+                .filter(|o| o.available && filter.allows(o))
                 .map(|o| {
                     if key == labels::ZONE {
                         o.zone.clone()
