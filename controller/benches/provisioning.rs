@@ -27,7 +27,7 @@ use karpenter::lifecycle::{InMemoryWriter, ManualClock, Provisioning, Provisioni
 use karpenter::scheduling::{Scheduler, SchedulerInput, SchedulerOptions};
 
 const PODS: usize = 1_000;
-const RUNS: usize = 5;
+const RUNS: usize = 11;
 
 fn pod(i: usize) -> Pod {
     let (cpu, mem) = [
