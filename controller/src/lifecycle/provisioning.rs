@@ -2,7 +2,9 @@
 //! new nodes through the [`CloudProvider`], create their Node objects and bind the pods.
 //!
 //! ```text
-//!  observe() ─> Batcher (1 s idle / 10 s max) ─> round():
+//!  observe() ─> Batcher (1 s idle / 10 s max); while it is open, prepare(): the engine's
+//!  catalog pass (Provisioners × instance types), kept and reused while they do not change
+//!  ─> round():
 //!    1. adopt: tagged instances without a Node get one (a round stopped after a launch)
 //!    2. snapshot ─> Scheduler::solve ─> Decision
 //!    3. per new node, at most `max_parallel_launches` at once:
