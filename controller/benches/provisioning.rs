@@ -112,7 +112,7 @@ fn index_memory() {
             spec.node_name = Some(format!("node-{}", i % 1_000));
         }
         p.status = None;
-        c.apply(Resource::Pod(Box::new(p)));
+        c.apply(Resource::Pod(std::sync::Arc::new(p)));
     }
     let after = rss_mb();
     if let (Some(b), Some(a)) = (before, after) {
@@ -155,7 +155,7 @@ fn main() {
         let mut c = Cluster::new();
         c.apply(Resource::Provisioner(Box::new(provisioner.clone())));
         for i in 0..PODS {
-            c.apply(Resource::Pod(Box::new(pod(i))));
+            c.apply(Resource::Pod(std::sync::Arc::new(pod(i))));
         }
         let cluster = SharedCluster::new(c);
         let writer = Arc::new(InMemoryWriter::new(cluster.clone(), clock.clone()));

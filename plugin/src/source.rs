@@ -379,7 +379,8 @@ pub fn inventory(docs: &[Value], expand: bool) -> Inventory {
         let resource =
             match kind {
                 "Node" => decode::<Node>(doc, &mut inv.notes).map(|n| Resource::Node(Box::new(n))),
-                "Pod" => decode::<Pod>(doc, &mut inv.notes).map(|p| Resource::Pod(Box::new(p))),
+                "Pod" => decode::<Pod>(doc, &mut inv.notes)
+                    .map(|p| Resource::Pod(std::sync::Arc::new(p))),
                 "DaemonSet" => decode::<DaemonSet>(doc, &mut inv.notes)
                     .map(|d| Resource::DaemonSet(Box::new(d))),
                 "PodDisruptionBudget" => decode::<PodDisruptionBudget>(doc, &mut inv.notes)
@@ -410,7 +411,7 @@ pub fn inventory(docs: &[Value], expand: bool) -> Inventory {
                 "Deployment" if expand => {
                     if let Some(d) = decode::<Deployment>(doc, &mut inv.notes) {
                         for p in expand_deployment(&d) {
-                            inv.cluster.apply(Resource::Pod(Box::new(p)));
+                            inv.cluster.apply(Resource::Pod(std::sync::Arc::new(p)));
                         }
                     }
                     None

@@ -40,8 +40,8 @@ use crate::scheduling::{ExistingNode, InstanceType};
 pub enum Resource {
     /// A Node.
     Node(Box<Node>),
-    /// A Pod.
-    Pod(Box<Pod>),
+    /// A Pod (shared: the index hands it to snapshots without copying).
+    Pod(Arc<Pod>),
     /// A Provisioner.
     Provisioner(Box<Provisioner>),
     /// An AWSNodeTemplate.
@@ -193,7 +193,7 @@ impl Cluster {
                 }
                 self.revision += 1;
                 self.pod_revisions.insert(key.clone(), self.revision);
-                self.pods.insert(key, Arc::from(p));
+                self.pods.insert(key, p);
             }
             Resource::Provisioner(p) => {
                 self.provisioners.insert(key, *p);

@@ -22,13 +22,17 @@ fn catalog() -> Vec<InstanceType> {
 #[test]
 fn pods_by_node_follow_binding_and_deletion() {
     let mut c = Cluster::new();
-    c.apply(Resource::Pod(Box::new(pending_pod("a", "1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(pending_pod("a", "1"))));
     assert!(c.pods_on("n1").is_empty());
     let r0 = c.pod_revision("default/a").unwrap();
-    c.apply(Resource::Pod(Box::new(bound_pod("a", "1", "n1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "a", "1", "n1",
+    ))));
     assert_eq!(c.pods_on("n1").len(), 1);
     assert!(c.pod_revision("default/a").unwrap() > r0);
-    c.apply(Resource::Pod(Box::new(bound_pod("a", "1", "n2"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "a", "1", "n2",
+    ))));
     assert!(c.pods_on("n1").is_empty());
     assert_eq!(c.pods_on("n2").len(), 1);
     c.delete(Kind::Pod, "default/a");
@@ -39,11 +43,17 @@ fn pods_by_node_follow_binding_and_deletion() {
 #[test]
 fn replace_drops_objects_missing_from_a_relist() {
     let mut c = Cluster::new();
-    c.apply(Resource::Pod(Box::new(bound_pod("a", "1", "n1"))));
-    c.apply(Resource::Pod(Box::new(bound_pod("b", "1", "n1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "a", "1", "n1",
+    ))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "b", "1", "n1",
+    ))));
     c.replace(
         Kind::Pod,
-        vec![Resource::Pod(Box::new(bound_pod("b", "1", "n1")))],
+        vec![Resource::Pod(std::sync::Arc::new(bound_pod(
+            "b", "1", "n1",
+        )))],
     );
     assert!(c.pod("default/a").is_none());
     assert_eq!(c.pods_on("n1").len(), 1);
@@ -56,8 +66,8 @@ fn nominated_pods_are_not_provisionable_while_their_node_is_coming() {
     c.apply(Resource::Node(Box::new(owned_node(
         "n1", "default", "i-1", now,
     ))));
-    c.apply(Resource::Pod(Box::new(pending_pod("a", "1"))));
-    c.apply(Resource::Pod(Box::new(pending_pod("b", "1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(pending_pod("a", "1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(pending_pod("b", "1"))));
     assert_eq!(c.provisionable_pods(now, Duration::from_secs(20)).len(), 2);
     c.nominate("default/a", "n1", now);
     let left = c.provisionable_pods(now, Duration::from_secs(20));
@@ -97,8 +107,10 @@ fn snapshot_orders_provisioners_and_carries_every_node() {
     let mut deleting = owned_node("deleting", "default", "i-4", now);
     deleting.metadata.deletion_timestamp = Some(Time(now));
     c.apply(Resource::Node(Box::new(deleting)));
-    c.apply(Resource::Pod(Box::new(bound_pod("on-ours", "1", "ours"))));
-    c.apply(Resource::Pod(Box::new(pending_pod("p", "1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "on-ours", "1", "ours",
+    ))));
+    c.apply(Resource::Pod(std::sync::Arc::new(pending_pod("p", "1"))));
     let s = c.snapshot(&opts(now), &[]);
     let names: Vec<_> = s
         .provisioners
@@ -182,7 +194,9 @@ fn blocking_pdb_is_found_for_a_selected_pod() {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let mut c = Cluster::new();
-    c.apply(Resource::Pod(Box::new(bound_pod("a", "1", "n1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "a", "1", "n1",
+    ))));
     let b = PodDisruptionBudget {
         metadata: ObjectMeta {
             name: Some("inflate".into()),
@@ -205,6 +219,8 @@ fn blocking_pdb_is_found_for_a_selected_pod() {
         c.blocking_pdb(&pod).and_then(|b| b.metadata.name.clone()),
         Some("inflate".to_string())
     );
-    c.apply(Resource::Pod(Box::new(bound_pod("b", "1", "n1"))));
+    c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+        "b", "1", "n1",
+    ))));
     assert!(c.blocking_pdb(&pod).is_none());
 }

@@ -129,7 +129,7 @@ impl World {
     fn add_pods(&self, n: usize, cpu: &str) {
         let mut c = self.cluster.write();
         for i in 0..n {
-            c.apply(Resource::Pod(Box::new(pending_pod(
+            c.apply(Resource::Pod(std::sync::Arc::new(pending_pod(
                 &format!("inflate-{i}"),
                 cpu,
             ))));
@@ -352,7 +352,9 @@ fn new_nodes_carry_taints_and_startup_taints_and_in_flight_nodes_are_filled_firs
     world
         .cluster
         .write()
-        .apply(Resource::Pod(Box::new(pending_pod("late", "500m"))));
+        .apply(Resource::Pod(std::sync::Arc::new(pending_pod(
+            "late", "500m",
+        ))));
     let r = block_on(lc.provisioning.round()).unwrap();
     assert!(r.launched.is_empty());
     assert_eq!(r.bound_existing[&node], ["default/late"]);
@@ -369,7 +371,9 @@ fn pods_fitting_on_a_ready_node_are_nominated_not_bound() {
     world
         .cluster
         .write()
-        .apply(Resource::Pod(Box::new(pending_pod("late", "500m"))));
+        .apply(Resource::Pod(std::sync::Arc::new(pending_pod(
+            "late", "500m",
+        ))));
     let r = block_on(lc.provisioning.round()).unwrap();
     assert_eq!(
         r.nominated.values().next().unwrap(),
@@ -544,8 +548,14 @@ fn the_emptiness_annotation_goes_when_a_pod_lands_and_daemons_do_not_count() {
     }]);
     let mut done = bound_pod("done", "100m", &node);
     done.status.as_mut().unwrap().phase = Some("Succeeded".into());
-    world.cluster.write().apply(Resource::Pod(Box::new(ds)));
-    world.cluster.write().apply(Resource::Pod(Box::new(done)));
+    world
+        .cluster
+        .write()
+        .apply(Resource::Pod(std::sync::Arc::new(ds)));
+    world
+        .cluster
+        .write()
+        .apply(Resource::Pod(std::sync::Arc::new(done)));
     world.advance(10);
     block_on(lc.emptiness.reconcile()).unwrap();
     assert!(nodes::annotation(
@@ -556,7 +566,9 @@ fn the_emptiness_annotation_goes_when_a_pod_lands_and_daemons_do_not_count() {
     world
         .cluster
         .write()
-        .apply(Resource::Pod(Box::new(bound_pod("new", "1", &node))));
+        .apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+            "new", "1", &node,
+        ))));
     block_on(lc.emptiness.reconcile()).unwrap();
     assert!(nodes::annotation(
         world.cluster.read().node(&node).unwrap(),
@@ -582,7 +594,7 @@ fn expiring_world(ttl: i64) -> World {
             &format!("i-{name}"),
             created,
         ))));
-        c.apply(Resource::Pod(Box::new(bound_pod(
+        c.apply(Resource::Pod(std::sync::Arc::new(bound_pod(
             &format!("p-{name}"),
             "1",
             name,
@@ -625,10 +637,10 @@ fn expiry_skips_do_not_evict_and_pdb_blocked_nodes_with_an_event() {
         let mut p = bound_pod("p-oldest", "1", "oldest");
         p.metadata.annotations =
             Some([(pods::DO_NOT_EVICT.to_string(), "true".to_string())].into());
-        c.apply(Resource::Pod(Box::new(p)));
+        c.apply(Resource::Pod(std::sync::Arc::new(p)));
         let mut q = bound_pod("p-old", "1", "old");
         q.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
-        c.apply(Resource::Pod(Box::new(q)));
+        c.apply(Resource::Pod(std::sync::Arc::new(q)));
         c.apply(Resource::PodDisruptionBudget(Box::new(pdb("db", 1))));
     }
     let (lc, w) = world.lifecycle();
@@ -679,21 +691,35 @@ fn termination_cordons_evicts_non_critical_first_then_terminates_and_removes_the
     let node = one_ready_node(&world, &lc);
     {
         let mut c = world.cluster.write();
-        c.apply(Resource::Pod(Box::new(pod_with("critical", &node, |p| {
-            p.spec.as_mut().unwrap().priority_class_name = Some("system-cluster-critical".into());
-        }))));
-        c.apply(Resource::Pod(Box::new(pod_with("daemon", &node, |p| {
-            p.metadata.owner_references = Some(vec![OwnerReference {
-                kind: "DaemonSet".into(),
-                name: "d".into(),
-                api_version: "apps/v1".into(),
-                uid: "u".into(),
-                ..Default::default()
-            }]);
-        }))));
-        c.apply(Resource::Pod(Box::new(pod_with("mirror", &node, |p| {
-            p.metadata.annotations = Some([(pods::MIRROR_POD.to_string(), "x".to_string())].into());
-        }))));
+        c.apply(Resource::Pod(std::sync::Arc::new(pod_with(
+            "critical",
+            &node,
+            |p| {
+                p.spec.as_mut().unwrap().priority_class_name =
+                    Some("system-cluster-critical".into());
+            },
+        ))));
+        c.apply(Resource::Pod(std::sync::Arc::new(pod_with(
+            "daemon",
+            &node,
+            |p| {
+                p.metadata.owner_references = Some(vec![OwnerReference {
+                    kind: "DaemonSet".into(),
+                    name: "d".into(),
+                    api_version: "apps/v1".into(),
+                    uid: "u".into(),
+                    ..Default::default()
+                }]);
+            },
+        ))));
+        c.apply(Resource::Pod(std::sync::Arc::new(pod_with(
+            "mirror",
+            &node,
+            |p| {
+                p.metadata.annotations =
+                    Some([(pods::MIRROR_POD.to_string(), "x".to_string())].into());
+            },
+        ))));
     }
     block_on(InMemoryWriter::new(world.cluster.clone(), world.clock.clone()).delete_node(&node))
         .unwrap();
@@ -781,19 +807,27 @@ fn pods_tolerating_the_cordon_and_terminal_pods_do_not_hold_the_drain() {
     world
         .cluster
         .write()
-        .apply(Resource::Pod(Box::new(pod_with("tolerant", &node, |p| {
-            p.spec.as_mut().unwrap().tolerations =
-                Some(vec![k8s_openapi::api::core::v1::Toleration {
-                    operator: Some("Exists".into()),
-                    ..Default::default()
-                }]);
-        }))));
+        .apply(Resource::Pod(std::sync::Arc::new(pod_with(
+            "tolerant",
+            &node,
+            |p| {
+                p.spec.as_mut().unwrap().tolerations =
+                    Some(vec![k8s_openapi::api::core::v1::Toleration {
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }]);
+            },
+        ))));
     world
         .cluster
         .write()
-        .apply(Resource::Pod(Box::new(pod_with("done", &node, |p| {
-            p.status.as_mut().unwrap().phase = Some("Failed".into());
-        }))));
+        .apply(Resource::Pod(std::sync::Arc::new(pod_with(
+            "done",
+            &node,
+            |p| {
+                p.status.as_mut().unwrap().phase = Some("Failed".into());
+            },
+        ))));
     block_on(w.delete_node(&node)).unwrap();
     assert_eq!(block_on(lc.termination.reconcile()).unwrap(), None);
     assert!(world.cluster.read().node(&node).is_none());
@@ -941,7 +975,9 @@ fn a_termination_stopped_between_any_two_steps_finishes_and_never_lets_the_node_
         world
             .cluster
             .write()
-            .apply(Resource::Pod(Box::new(bound_pod("second", "100m", &node))));
+            .apply(Resource::Pod(std::sync::Arc::new(bound_pod(
+                "second", "100m", &node,
+            ))));
         block_on(w.delete_node(&node)).unwrap();
         {
             let (stopped, _) = world.stoppable(stop);

@@ -368,7 +368,7 @@ impl KubeWriter for InMemoryWriter {
                 cond.message = None;
             }
         }
-        c.apply(Resource::Pod(Box::new(p)));
+        c.apply(Resource::Pod(std::sync::Arc::new(p)));
         Ok(())
     }
 

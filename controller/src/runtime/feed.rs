@@ -36,16 +36,14 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Wraps an object for the index, without what the controller never reads and what takes
 /// much of a cached object's size: `managedFields` and kubectl's last-applied copy (and, for
 /// Pods, everything [`pods::slim`] drops; for Nodes, the kubelet's image list).
-fn wrap<K: kube::Resource + 'static>(
-    f: fn(Box<K>) -> Resource,
-) -> impl Fn(K) -> Resource + Send + Copy {
+fn wrap<K: kube::Resource + 'static>(f: fn(K) -> Resource) -> impl Fn(K) -> Resource + Send + Copy {
     move |mut k| {
         let meta = k.meta_mut();
         meta.managed_fields = None;
         if let Some(a) = meta.annotations.as_mut() {
             a.remove(LAST_APPLIED);
         }
-        f(Box::new(k))
+        f(k)
     }
 }
 
@@ -67,26 +65,36 @@ pub fn start(client: Client, cluster: SharedCluster) -> FeedSignals {
             ));
         };
     }
-    feed!(Pod, Kind::Pod, |mut p: Box<Pod>| {
+    // Slimmed before it is moved to the heap, in one allocation: the parts dropped are
+    // freed first, and no intermediate copy is left behind.
+    feed!(Pod, Kind::Pod, |mut p: Pod| {
         pods::slim(&mut p);
-        Resource::Pod(p)
+        Resource::Pod(Arc::new(p))
     });
-    feed!(Node, Kind::Node, |mut n: Box<Node>| {
+    feed!(Node, Kind::Node, |mut n: Node| {
         // The kubelet lists every image it holds; no loop reads them.
         if let Some(status) = n.status.as_mut() {
             status.images = None;
         }
-        Resource::Node(n)
+        Resource::Node(Box::new(n))
     });
-    feed!(Provisioner, Kind::Provisioner, Resource::Provisioner);
-    feed!(AWSNodeTemplate, Kind::NodeTemplate, Resource::NodeTemplate);
-    feed!(DaemonSet, Kind::DaemonSet, Resource::DaemonSet);
+    feed!(Provisioner, Kind::Provisioner, |p: Provisioner| {
+        Resource::Provisioner(Box::new(p))
+    });
+    feed!(AWSNodeTemplate, Kind::NodeTemplate, |t: AWSNodeTemplate| {
+        Resource::NodeTemplate(Box::new(t))
+    });
+    feed!(DaemonSet, Kind::DaemonSet, |d: DaemonSet| {
+        Resource::DaemonSet(Box::new(d))
+    });
     feed!(
         PodDisruptionBudget,
         Kind::PodDisruptionBudget,
-        Resource::PodDisruptionBudget
+        |b: PodDisruptionBudget| Resource::PodDisruptionBudget(Box::new(b))
     );
-    feed!(Namespace, Kind::Namespace, Resource::Namespace);
+    feed!(Namespace, Kind::Namespace, |n: Namespace| {
+        Resource::Namespace(Box::new(n))
+    });
     drop(done_tx);
     tokio::spawn(async move {
         let mut seen = std::collections::BTreeSet::new();

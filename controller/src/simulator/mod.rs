@@ -431,7 +431,7 @@ impl Runner {
             "Pod" => {
                 let mut p: Pod = decode(doc).map_err(bad)?;
                 p.metadata.namespace.get_or_insert_with(|| "default".into());
-                Resource::Pod(Box::new(p))
+                Resource::Pod(std::sync::Arc::new(p))
             }
             "DaemonSet" => Resource::DaemonSet(Box::new(decode::<DaemonSet>(doc).map_err(bad)?)),
             "PodDisruptionBudget" => Resource::PodDisruptionBudget(Box::new(
@@ -535,7 +535,7 @@ impl Runner {
             }
         }
         for p in updates {
-            c.apply(Resource::Pod(Box::new(p)));
+            c.apply(Resource::Pod(std::sync::Arc::new(p)));
         }
         for k in gone {
             c.delete(Kind::Pod, &k);
@@ -571,7 +571,7 @@ impl Runner {
                 let n = self.next_pod.entry(key.clone()).or_insert(0);
                 let pod = deployment_pod(d, key, *n, now);
                 *n += 1;
-                c.apply(Resource::Pod(Box::new(pod)));
+                c.apply(Resource::Pod(std::sync::Arc::new(pod)));
             }
         }
     }
