@@ -124,8 +124,8 @@ pub struct Nomination {
 #[derive(Debug, Default, Clone)]
 pub struct Cluster {
     nodes: BTreeMap<String, Node>,
-    /// Boxed: a Pod is over 2 KB inline, and a map node holds eleven values.
-    /// Shared with the snapshots, which hand pods to the engine without copying them.
+    /// Behind an `Arc`: a Pod is over 2 KB inline (a map node holds eleven values), and the
+    /// snapshots hand pods to the engine without copying them.
     pods: BTreeMap<String, Arc<Pod>>,
     pods_by_node: HashMap<String, BTreeSet<String>>,
     pod_revisions: HashMap<String, u64>,
@@ -562,7 +562,8 @@ pub struct SnapshotOptions {
     pub nomination_ttl: Duration,
 }
 
-/// The input of one provisioning round, copied out of the index.
+/// The input of one provisioning round, taken out of the index (the pods shared, the rest
+/// copied).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Provisionable pods, by key (shared with the index).

@@ -224,6 +224,7 @@ struct Caches {
     template_gc_at: Option<Instant>,
     /// The instance-type list last built per provisioner, handed out again while what it
     /// was built from is the same (the packing engine reuses its work on an unchanged list).
+    /// Only lists built from the current instance-type answer are kept.
     built_types: HashMap<String, BuiltTypes>,
 }
 
@@ -919,7 +920,13 @@ impl<A: Ec2Api> CloudProvider for AwsCloud<A> {
         mark_absent_labels(&mut types);
         mark_unavailable(&mut types, &unavailable);
         let types: Arc<[InstanceType]> = types.into();
-        lock(&self.caches).built_types.insert(
+        let mut caches = lock(&self.caches);
+        // Lists built from an older instance-type answer are never handed out again: drop
+        // them, so the lists of Provisioners gone (or renamed) do not pile up.
+        caches
+            .built_types
+            .retain(|_, b| Arc::ptr_eq(&b.infos, &infos));
+        caches.built_types.insert(
             name,
             BuiltTypes {
                 infos,
