@@ -260,11 +260,7 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
         // The order of the round's input (its snapshot's): a different order would not be
         // reused.
         crate::cluster::sort_by_weight(&mut provisioners);
-        let mut by_provisioner = BTreeMap::new();
-        for p in &provisioners {
-            let types = self.cloud.instance_types(p).await?;
-            by_provisioner.insert(p.metadata.name.clone().unwrap_or_default(), types);
-        }
+        let by_provisioner = self.types_by_provisioner(&provisioners).await?;
         let input = SchedulerInput {
             provisioners,
             instance_types_by_provisioner: by_provisioner,
@@ -275,6 +271,19 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
         let prepared = Scheduler::with_prepared(input, cached).prepared();
         self.state().prepared = Some(prepared);
         Ok(())
+    }
+
+    /// Each Provisioner's instance types from the cloud, by name.
+    async fn types_by_provisioner(
+        &self,
+        provisioners: &[Provisioner],
+    ) -> Result<BTreeMap<String, Arc<[InstanceType]>>, LifecycleError> {
+        let mut by_provisioner = BTreeMap::new();
+        for p in provisioners {
+            let types = self.cloud.instance_types(p).await?;
+            by_provisioner.insert(p.metadata.name.clone().unwrap_or_default(), types);
+        }
+        Ok(by_provisioner)
     }
 
     /// One round, now, whatever the batch says.
@@ -300,12 +309,7 @@ impl<C: CloudProvider, W: KubeWriter> Provisioning<C, W> {
             .iter()
             .filter_map(|p| p.metadata.name.clone())
             .collect();
-        let mut by_provisioner = BTreeMap::new();
-        for p in &provisioners {
-            let name = p.metadata.name.clone().unwrap_or_default();
-            let types = self.cloud.instance_types(p).await?;
-            by_provisioner.insert(name, types);
-        }
+        let by_provisioner = self.types_by_provisioner(&provisioners).await?;
         // Every type once, for the snapshot's capacity lookups: the one list as it is when
         // the provisioners share it.
         let all_types: Arc<[InstanceType]> = {
